@@ -1,0 +1,89 @@
+"""Input checks shared by the package: every message names the parameter, the value and what is allowed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def fail(name: str, value, allowed: str) -> None:
+    """Raise ``ValueError("<name>=<value> is not allowed: <allowed>")``."""
+    shown = value
+    if isinstance(value, torch.Tensor):
+        shown = f"tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
+    raise ValueError(f"{name}={shown!r} is not allowed: {allowed}")
+
+
+def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    """An integer in [low, high] (either bound optional)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = int(value)
+        else:
+            fail(name, value, "expected an integer" + _range_text(low, high))
+    if (low is not None and value < low) or (high is not None and value > high):
+        fail(name, value, "expected an integer" + _range_text(low, high))
+    return int(value)
+
+
+def check_float(
+    name: str, value, *, low: float | None = None, high: float | None = None, low_open: bool = False
+) -> float:
+    """A finite real number in [low, high] (or (low, high] with ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(name, value, "expected a real number")
+    value = float(value)
+    if not math.isfinite(value):
+        fail(name, value, "expected a finite number")
+    if low is not None and (value < low or (low_open and value == low)):
+        fail(name, value, f"must be {'>' if low_open else '≥'} {low}")
+    if high is not None and value > high:
+        fail(name, value, f"must be ≤ {high}")
+    return value
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> str:
+    if value not in choices:
+        fail(name, value, f"choose one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def check_image_batch(name: str, x, *, ndim: int | None = None) -> torch.Tensor:
+    """A floating-point tensor with a batch dimension (and ``ndim`` dims when given)."""
+    if not isinstance(x, torch.Tensor):
+        fail(name, type(x).__name__, "expected a torch.Tensor")
+    if not x.is_floating_point():
+        fail(name, x, "expected a floating-point tensor (float32/float64/bfloat16)")
+    if x.ndim < 2 or (ndim is not None and x.ndim != ndim):
+        want = f"{ndim} dimensions" if ndim else "at least 2 dimensions (batch first)"
+        fail(name, x, f"expected {want}")
+    return x
+
+
+def check_timesteps_tensor(name: str, t, T: int, batch: int) -> torch.Tensor:
+    """Timestep indices: an int or an integer tensor of shape (batch,) with values in 0..T-1."""
+    if isinstance(t, int) and not isinstance(t, bool):
+        t = torch.full((batch,), t, dtype=torch.long)
+    if not isinstance(t, torch.Tensor):
+        fail(name, t, "expected an int or an integer torch.Tensor of shape (B,)")
+    if t.is_floating_point() or t.dtype == torch.bool:
+        fail(name, t, "expected integer timestep indices (torch.long), not floats")
+    if t.ndim == 0:
+        t = t.expand(batch)
+    if t.ndim != 1 or t.shape[0] != batch:
+        fail(name, t, f"expected shape ({batch},), one timestep per batch element")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) > T - 1):
+        fail(f"{name} (min {int(t.min())}, max {int(t.max())})", t, f"timesteps must lie in 0..{T - 1}")
+    return t.long()
+
+
+def _range_text(low, high) -> str:
+    if low is not None and high is not None:
+        return f" in {low}..{high}"
+    if low is not None:
+        return f" ≥ {low}"
+    if high is not None:
+        return f" ≤ {high}"
+    return ""
