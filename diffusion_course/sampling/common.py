@@ -1,0 +1,199 @@
+r"""Pieces every sampler shares: the trajectory record, the guarded ε-model call and the timestep loop.
+
+A sampler is a step function ``step(x_t, eps, t, t_prev) -> (x_prev, x0_pred)`` plus :func:`sample_loop`,
+which walks the descending timesteps, calls the ε-model once per step and records the trajectory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .._checks import check_image_batch, fail
+from ..schedules import NoiseSchedule
+from .timesteps import validate_timesteps
+
+StepFn = Callable[[torch.Tensor, torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+class NonFiniteError(ValueError):
+    """The ε-model returned NaN or ±inf during sampling."""
+
+
+@dataclass
+class Trajectory:
+    """What a sampler visited.
+
+    ``timesteps`` (N,) in the order walked; ``xs`` has N + 1 states: ``xs[0]`` is the input and ``xs[i+1]``
+    the state after step i (for a sampler: x at ``timesteps[i+1]``, and ``xs[N]`` is the output);
+    ``x0_preds[i]`` is the x̂₀ predicted at ``timesteps[i]``.
+    """
+
+    timesteps: torch.Tensor
+    xs: list[torch.Tensor] = field(default_factory=list)
+    x0_preds: list[torch.Tensor] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.x0_preds)
+
+
+def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Tensor:
+    """x̂₀ = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t, the x_0 that ε explains (undefined where ᾱ_t = 0)."""
+    if _min(alpha_bar_t) <= 0.0:
+        fail(
+            "alpha_bar_t",
+            alpha_bar_t,
+            "must be > 0: at ᾱ_t = 0 (zero terminal SNR) x_t is pure noise and ε cannot predict x_0; "
+            "drop that timestep or use a schedule with ᾱ_(T−1) > 0",
+        )
+    return (x_t - _sqrt(1.0 - alpha_bar_t) * eps) / _sqrt(alpha_bar_t)
+
+
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar_t) -> torch.Tensor:
+    """ε = (x_t − √ᾱ_t x_0) / √(1−ᾱ_t), the noise that turns x_0 into x_t."""
+    return (x_t - _sqrt(alpha_bar_t) * x0) / _sqrt(1.0 - alpha_bar_t)
+
+
+def draw_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """z ~ N(0, I) shaped like ``like``; every sampler draws through this, so equal seeds give equal z."""
+    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def alpha_bar_at(schedule: NoiseSchedule, t: int) -> float:
+    """ᾱ_t as a Python float, with ᾱ_{−1} = 1."""
+    return 1.0 if t < 0 else float(schedule.alpha_bar[t])
+
+
+def check_labels(eps_model, labels, batch: int, device: torch.device) -> torch.Tensor | None:
+    """``labels`` for a conditional model: a LongTensor (batch,) in 0..num_classes−1, moved to ``device``.
+
+    A model with ``num_classes`` None, or an ``nn.Module`` without that attribute, is unconditional and
+    refuses labels. A plain callable without ``num_classes`` gets them unchecked beyond shape and dtype.
+    """
+    if labels is None:
+        return None
+    num_classes = getattr(eps_model, "num_classes", None)
+    unconditional = not num_classes if hasattr(eps_model, "num_classes") else isinstance(eps_model, nn.Module)
+    if unconditional:
+        fail("labels", labels, f"labels given but the model ({type(eps_model).__name__}) is unconditional")
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
+        fail("labels", labels, "expected an integer torch.Tensor (torch.long) of class indices")
+    if labels.shape != (batch,):
+        fail("labels", labels, f"expected shape ({batch},), one label per sample")
+    if num_classes is not None and batch and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        fail(
+            f"labels (min {int(labels.min())}, max {int(labels.max())})",
+            labels,
+            f"class indices must lie in 0..{num_classes - 1}",
+        )
+    return labels.to(device=device, dtype=torch.long)
+
+
+def call_eps_model(
+    eps_model, x_t: torch.Tensor, t: int, labels=None, step: int | None = None
+) -> torch.Tensor:
+    """ε = eps_model(x_t, t·1_B[, labels]) with t broadcast to a LongTensor (B,) on x_t's device.
+
+    Checks that ε is a tensor shaped like x_t and finite (:class:`NonFiniteError` names the step and t);
+    returns it in x_t's dtype.
+    """
+    where = f"at step {step} (t={t})" if step is not None else f"at t={t}"
+    t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+    try:
+        eps = eps_model(x_t, t_batch) if labels is None else eps_model(x_t, t_batch, labels=labels)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as e:
+        if step not in (None, 0):
+            raise
+        # On the first call a RuntimeError almost always means x_T does not fit the model.
+        raise ValueError(
+            f"eps_model failed {where} on x_t of shape {tuple(x_t.shape)}, dtype {x_t.dtype}: {e}"
+        ) from e
+    if not isinstance(eps, torch.Tensor):
+        fail("eps_model output", type(eps).__name__, "the ε-model must return a torch.Tensor")
+    if eps.shape != x_t.shape:
+        fail(
+            "eps_model output",
+            eps,
+            f"expected the shape of x_t, {tuple(x_t.shape)}, {where} (is x_T the shape the model expects?)",
+        )
+    if not torch.isfinite(eps).all():
+        bad = int((~torch.isfinite(eps)).sum())
+        raise NonFiniteError(f"eps_model returned {bad} non-finite values (NaN/inf) {where}")
+    return eps.to(x_t.dtype)
+
+
+def check_sampler_inputs(x_T, schedule, ts, name: str = "timesteps") -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate (x_T, schedule, timesteps) and return (x_T, timesteps as a descending LongTensor)."""
+    x_T = check_image_batch("x_T", x_T)
+    if not isinstance(schedule, NoiseSchedule):
+        fail("schedule", type(schedule).__name__, "expected a NoiseSchedule (see diffusion_course.schedules)")
+    ts = validate_timesteps(ts, schedule.T, name=name)
+    zero = schedule.alpha_bar[ts] <= 0
+    if zero.any():
+        fail(
+            name,
+            int(ts[zero][0]),
+            "ᾱ_t = 0 there (zero terminal SNR), where an ε-model cannot predict x_0; drop that step",
+        )
+    if not torch.isfinite(x_T).all():
+        fail("x_T", x_T, "contains NaN or inf")
+    return x_T, ts
+
+
+@torch.no_grad()
+def sample_loop(
+    step: StepFn,
+    eps_model,
+    x_T: torch.Tensor,
+    schedule: NoiseSchedule,
+    timesteps,
+    *,
+    labels=None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+    desc: str = "sampling",
+):
+    """Walk the descending ``timesteps``; at each t call ε = eps_model(x_t, t) and x ← step(x, ε, t, t_prev).
+
+    t_prev is the next listed timestep, −1 after the last one (ᾱ = 1). Runs under ``torch.no_grad()``.
+    Returns x_0, or (x_0, :class:`Trajectory`) with ``return_trajectory``.
+    """
+    x, ts = check_sampler_inputs(x_T, schedule, timesteps)
+    labels = check_labels(eps_model, labels, x.shape[0], x.device)
+    traj = Trajectory(timesteps=ts.clone(), xs=[x]) if return_trajectory else None
+    t_list = ts.tolist()
+    for i in progress_bar(range(len(t_list)), progress, desc):
+        t, t_prev = t_list[i], (t_list[i + 1] if i + 1 < len(t_list) else -1)
+        eps = call_eps_model(eps_model, x, t, labels=labels, step=i)
+        x, x0_pred = step(x, eps, t, t_prev)
+        if traj is not None:
+            traj.xs.append(x)
+            traj.x0_preds.append(x0_pred)
+    return (x, traj) if traj is not None else x
+
+
+def progress_bar(iterable, enabled: bool, desc: str):
+    """``tqdm.auto`` around ``iterable`` when ``enabled``."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc)
+
+
+def _sqrt(v):
+    return v.sqrt() if isinstance(v, torch.Tensor) else math.sqrt(v)
+
+
+def _min(v) -> float:
+    return float(v.min()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def _max(v) -> float:
+    return float(v.max()) if isinstance(v, torch.Tensor) else float(v)
