@@ -40,10 +40,12 @@ from .common import (
 def ddim_sigma(alpha_bar_t, alpha_bar_prev, eta: float):
     """σ = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev) (DDIM Eq. 16); floats or broadcastable tensors.
 
-    Needs 0 ≤ ᾱ_t < 1, 0 < ᾱ_prev ≤ 1 and, when η > 0, ᾱ_prev ≥ ᾱ_t (a step towards the data).
+    Needs 0 ≤ ᾱ_t ≤ 1 and 0 < ᾱ_prev ≤ 1; when η > 0 also ᾱ_t < 1 and ᾱ_prev ≥ ᾱ_t (a step towards the data).
     """
     eta = check_float("eta", eta, low=0.0)
     _check_alpha_bars(alpha_bar_t, alpha_bar_prev, stochastic=eta > 0)
+    if eta == 0.0:
+        return 0.0
     ab_t, ab_prev = alpha_bar_t, alpha_bar_prev
     return eta * _sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * _sqrt(1.0 - ab_t / ab_prev)
 
@@ -192,8 +194,13 @@ def ddim_reconstruction_error(
 
 
 def _check_alpha_bars(alpha_bar_t, alpha_bar_prev, stochastic: bool) -> None:
-    if not 0.0 <= _min(alpha_bar_t) or not _max(alpha_bar_t) < 1.0:
-        fail("alpha_bar_t", _show(alpha_bar_t), "must lie in [0, 1)")
+    # ᾱ_t = 1 (the clean data) is a valid start only for the deterministic step, as in inversion
+    if (
+        not 0.0 <= _min(alpha_bar_t)
+        or not _max(alpha_bar_t) <= 1.0
+        or (stochastic and _max(alpha_bar_t) == 1.0)
+    ):
+        fail("alpha_bar_t", _show(alpha_bar_t), "must lie in [0, 1], and in [0, 1) when η > 0")
     if not 0.0 < _min(alpha_bar_prev) or not _max(alpha_bar_prev) <= 1.0:
         fail("alpha_bar_prev", _show(alpha_bar_prev), "must lie in (0, 1]")
     if stochastic:
