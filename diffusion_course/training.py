@@ -302,7 +302,7 @@ def train(
     state = None
     if resume and state_path.is_file():
         state = load_training_state(state_path)
-        _check_resume_compatible(state, config, info, state_path)
+        _check_resume_compatible(state, config, model, info, state_path)
         model.load_state_dict(state["model"])
     ddp_model = model
     if info.world_size > 1:
@@ -332,6 +332,7 @@ def train(
             dist.all_gather_object(all_rng, rng)
         if info.is_main:
             state = {"version": 1, "step": step, "losses": losses, "config": config.to_dict(),
+                     "model_config": dict(getattr(model, "config", {})),
                      "world_size": info.world_size, "model": model.state_dict(), "ema": ema.state_dict(),
                      "optimizer": optimizer.state_dict(), "rng": all_rng}  # fmt: skip
             save_training_state(state_path, state)
@@ -385,7 +386,15 @@ def train(
     return TrainResult(model=model, ema_model=ema.model, losses=losses, step=step, device=str(device))
 
 
-def _check_resume_compatible(state: dict, config: TrainConfig, info: DistInfo, path: Path) -> None:
+def _check_resume_compatible(
+    state: dict, config: TrainConfig, model: nn.Module, info: DistInfo, path
+) -> None:
+    if state.get("model_config") != dict(getattr(model, "config", {})):
+        fail(
+            "model.config",
+            getattr(model, "config", None),
+            f"{path} holds a model with {state.get('model_config')}",
+        )
     if state.get("world_size") != info.world_size:
         fail(
             "world_size",
