@@ -99,7 +99,7 @@ def show_images(
     rows = math.ceil(n / cols)
     if labels is not None and len(labels) != n:
         fail("labels", list(labels), f"expected one label per image ({n})")
-    fig, ax, made_here = _axes(ax, (min(12.0, 1.0 + 1.1 * cols), 0.4 + 1.1 * rows))
+    fig, ax, made_here = _axes(ax, (min(12.0, 0.6 + 1.4 * cols), 0.5 + 1.4 * rows))
     ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_axis_off()
     if title:
