@@ -297,3 +297,13 @@ def test_nearest_neighbour_finds_copies_and_matches_brute_force():
 def test_point_cloud_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call(torch.randn(10, 2))
+
+
+def test_works_with_the_course_classifier():
+    from diffusion_course.models import Classifier
+
+    clf = Classifier(width=4, feature_dim=8)
+    images = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert classifier_features(clf, images, batch_size=4).shape == (6, 8)
+    assert fd_score(clf, images, images) == pytest.approx(0.0, abs=1e-9)
+    assert 0.0 <= label_accuracy(clf, images, torch.zeros(6, dtype=torch.long)) <= 1.0
