@@ -31,7 +31,7 @@ learner: setup
 	$(BIN)/python scripts/make_learner_notebooks.py --out learner
 
 lab: setup learner
-	$(BIN)/jupyter lab --notebook-dir=. --port=$(PORT) notebooks/
+	$(BIN)/jupyter lab --notebook-dir=. --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 # Chromium for the browser test: installed from Debian when missing and we can (root + apt).
 browser-deps:

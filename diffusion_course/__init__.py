@@ -1,6 +1,7 @@
 """diffusion_course: the package behind every notebook of the course.
 
-Submodules are imported on first use (``dc.sampling``, ``dc.data`` …) so ``import diffusion_course`` stays fast.
+Submodules are imported on first use (``dc.sampling``, ``dc.data`` …),
+so ``import diffusion_course`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,13 +14,32 @@ from .schedules import NoiseSchedule, cosine_schedule, linear_schedule, make_sch
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "checkpoints", "cli", "configs", "data", "exercises", "metrics", "models", "oracle", "profiles",
-    "sampling", "schedules", "training", "viz", "widgets",
+    "checkpoints",
+    "cli",
+    "configs",
+    "data",
+    "exercises",
+    "metrics",
+    "models",
+    "oracle",
+    "profiles",
+    "sampling",
+    "schedules",
+    "training",
+    "viz",
+    "widgets",
 }
 
 __all__ = [
-    "NoiseSchedule", "Profile", "cosine_schedule", "get_profile", "linear_schedule", "make_schedule",
-    "resolve_device", "scaled_linear_schedule", *sorted(_SUBMODULES),
+    "NoiseSchedule",
+    "Profile",
+    "cosine_schedule",
+    "get_profile",
+    "linear_schedule",
+    "make_schedule",
+    "resolve_device",
+    "scaled_linear_schedule",
+    *sorted(_SUBMODULES),
 ]
 
 

@@ -116,7 +116,10 @@ class NoiseSchedule:
         return ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise
 
     def q_step(
-        self, x_prev: torch.Tensor, t: torch.Tensor | int, noise: torch.Tensor | None = None,
+        self,
+        x_prev: torch.Tensor,
+        t: torch.Tensor | int,
+        noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """One step of the chain: x_t = √α_t x_{t−1} + √β_t ε (x_{−1} is the data x_0)."""
@@ -127,9 +130,7 @@ class NoiseSchedule:
         a = self.gather(self.alphas, t, x_prev)
         return a.sqrt() * x_prev + (1.0 - a).sqrt() * noise
 
-    def q_chain(
-        self, x0: torch.Tensor, t: int, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def q_chain(self, x0: torch.Tensor, t: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Run the chain step by step from x_0 to x_t (t+1 steps: indices 0..t)."""
         t = check_int("t", t, low=0, high=self.T - 1)
         x = x0
@@ -161,7 +162,7 @@ def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0
 
 
 def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
-    """Nichol & Dhariwal (2021): f(u) = cos²((u/T + s)/(1 + s) · π/2), β_t = min(1 − f(t+1)/f(t), max_beta)."""
+    """Nichol & Dhariwal (2021): f(u) = cos²((u/T + s)/(1 + s) · π/2), β_t = min(1 − f(t+1)/f(t), max_β)."""
     T = check_int("T", T, low=1)
     s = check_float("s", s, low=0.0)
     max_beta = check_float("max_beta", max_beta, low=0.0, high=1.0, low_open=True)

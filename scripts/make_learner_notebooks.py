@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     args.out.mkdir(parents=True, exist_ok=True)
+    # Learner copies are plain notebooks: stop the course's jupytext pairing from adding .py twins here.
+    (args.out / "jupytext.toml").write_text('formats = "ipynb"\n')
     skipped = []
     for name, notebook in learners.items():
         target = args.out / name

@@ -3,10 +3,10 @@
 import json
 import re
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -41,7 +41,9 @@ def test_environment_yml_matches_pyproject():
     for req in wanted:
         name = conda_names.get(_name(req), _name(req))
         assert name in env, f"{name} is in pyproject.toml but missing from environment.yml"
-        assert env[name] == _spec(req), f"{name}: environment.yml says {env[name]!r}, pyproject {_spec(req)!r}"
+        assert env[name] == _spec(req), (
+            f"{name}: environment.yml says {env[name]!r}, pyproject {_spec(req)!r}"
+        )
     extra = set(env) - {conda_names.get(_name(r), _name(r)) for r in wanted}
     assert not extra, f"environment.yml lists packages pyproject.toml does not: {sorted(extra)}"
     assert "python=3.11" in (ROOT / "environment.yml").read_text()
