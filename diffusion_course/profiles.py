@@ -55,7 +55,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def get_profile(name: str | None = None, device: str | torch.device = "auto") -> Profile:
-    """The active profile: ``name``, else $DIFFUSION_COURSE_PROFILE, else ``full`` on CUDA, ``quick`` elsewhere."""
+    """The active profile: ``name``, else $DIFFUSION_COURSE_PROFILE, else full on CUDA and quick elsewhere."""
     dev = resolve_device(device)
     if name is None:
         env = os.environ.get(ENV_VAR, "").strip()
