@@ -1,0 +1,9 @@
+"""Slider apps for the notebooks (one module per lesson), all built on :mod:`.core`'s testable ``App``.
+
+See :mod:`diffusion_course.widgets.core` for the pattern every app follows.
+"""
+
+from .core import App, make_app
+from .forward import forward_process_app
+
+__all__ = ["App", "forward_process_app", "make_app"]
