@@ -257,3 +257,14 @@ def test_bad_input(call, match):
     schedule = linear_schedule(10)
     with pytest.raises(ValueError, match=match):
         call(GaussianMixtureOracle(toy_mixture(), schedule), torch.randn(4, 2), schedule)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_with_a_cpu_generator_gives_the_cpu_samples():
+    mixture, schedule = toy_mixture(), cosine_schedule(50)
+    oracle = GaussianMixtureOracle(mixture, schedule)
+    x_T = torch.randn(16, 2, dtype=torch.float64)
+    grid = timesteps(50, 10)
+    cpu = ddim_sample(oracle, x_T, schedule, grid, eta=1.0, generator=torch.Generator().manual_seed(0))
+    gpu = ddim_sample(oracle, x_T.cuda(), schedule, grid, eta=1.0, generator=torch.Generator().manual_seed(0))
+    assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-9)

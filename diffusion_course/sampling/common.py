@@ -59,8 +59,13 @@ def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar_t) -> torch.Tenso
 
 
 def draw_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """z ~ N(0, I) shaped like ``like``; every sampler draws through this, so equal seeds give equal z."""
-    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    """z ~ N(0, I) shaped like ``like``; every sampler draws through this, so equal seeds give equal z.
+
+    z is drawn on the generator's device and moved to ``like``'s, so a CPU generator gives the same noise
+    whatever device the sampler runs on.
+    """
+    device = generator.device if generator is not None else like.device
+    return torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
 
 def alpha_bar_at(schedule: NoiseSchedule, t: int) -> float:
