@@ -20,9 +20,12 @@ from .ddim import (
     ddim_step,
 )
 from .ddpm import VARIANCES, ddpm_posterior, ddpm_sample, ddpm_step
+from .guidance import CFG, CONVENTIONS, guided_eps, rescale_guided_eps, to_s
 from .timesteps import STRATEGIES, timesteps, validate_timesteps, visits_last
 
 __all__ = [
+    "CFG",
+    "CONVENTIONS",
     "NonFiniteError",
     "STRATEGIES",
     "Trajectory",
@@ -41,9 +44,12 @@ __all__ = [
     "ddpm_step",
     "draw_noise",
     "eps_from_x0",
+    "guided_eps",
     "predict_x0",
+    "rescale_guided_eps",
     "sample_loop",
     "timesteps",
+    "to_s",
     "validate_timesteps",
     "visits_last",
 ]

@@ -1,0 +1,186 @@
+r"""Classifier-free guidance (Ho & Salimans, 2022) as an ε-model wrapper, so every sampler works unchanged.
+
+A conditional ε-model trained with label dropout predicts both ε_c = ε_θ(x_t, t, c) and, with the learned
+null class ∅ (index ``num_classes``), ε_u = ε_θ(x_t, t, ∅). Guidance extrapolates from the unconditional
+towards the conditional prediction:
+
+    ε̃ = ε_u + s (ε_c − ε_u)                    (convention "s", the course default)
+      = (1 + w) ε_c − w ε_u,   w = s − 1       (convention "w", Ho & Salimans 2022, Eq. 6)
+
+s = 1 (w = 0) is the plain conditional model, s = 0 (w = −1) the unconditional one, s > 1 pushes samples
+towards what makes the class likely. In score terms, with ε = −√(1−ᾱ_t) ∇log p_t:
+
+    ∇log p_t(x) + s ∇log p_t(c | x) = s ∇log p_t(x | c) + (1 − s) ∇log p_t(x),
+
+the score of the tilted density p_t(x) p_t(c | x)^s. diffusers / Stable Diffusion's ``guidance_scale`` is s
+(default 7.5); Imagen's "guidance weight w" is also s. Ho & Salimans' w is s − 1.
+
+:class:`CFG` evaluates both predictions in ONE forward pass on a batch of 2B (x_t twice, the labels then the
+null class), so one guided step costs one network call on twice the batch: ``nfe_per_call = 2``
+evaluations per sample.
+
+**Guidance rescale** (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+Sec. 3.4): large s inflates the guided prediction and over-saturates images. Lin et al. rescale the guided
+prediction so that its standard deviation matches the conditional one and blend with factor φ:
+
+    ε̂ = φ · ε̃ σ(ε_c)/σ(ε̃) + (1 − φ) · ε̃ = ε̃ · (φ σ(ε_c)/σ(ε̃) + 1 − φ).
+
+Lin et al. state it for their model's own prediction (a v-prediction model; the quantity they inspect is the
+x̂₀ it implies). Here the rescaled quantity is **the guided ε̃ itself**, which is what diffusers'
+``rescale_noise_cfg`` does for ε-prediction models: σ(·) is the population standard deviation of one sample
+over all its non-batch dimensions (per sample, not over the batch). φ = 0 leaves ε̃ unchanged; φ = 1 makes
+σ(ε̂) = σ(ε_c) exactly for every sample. This is **not** the same as matching the std of x̂₀: x̂₀ =
+(x_t − √(1−ᾱ_t) ε)/√ᾱ_t shares the x_t term between the two branches, so its std is not proportional to
+the std of ε. Where σ(ε̃) = 0 (a constant prediction) there is nothing to rescale and the factor is 1.
+
+Scale: any finite real number is allowed. s ∈ (0, 1) interpolates between unconditional and conditional;
+s < 0 guides *away* from the class ("negative guidance"); NaN or ±inf raise ValueError.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._checks import check_choice, check_float, fail
+
+CONVENTIONS = ("s", "w")
+
+
+def to_s(scale: float, convention: str = "s") -> float:
+    """The scale in the course's convention: s itself for ``"s"``, s = 1 + w for Ho & Salimans' ``"w"``."""
+    check_choice("convention", convention, CONVENTIONS)
+    scale = check_float("scale", scale)
+    return scale if convention == "s" else 1.0 + scale
+
+
+def guided_eps(
+    eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float, convention: str = "s"
+) -> torch.Tensor:
+    """ε̃ = ε_u + s (ε_c − ε_u); with ``convention="w"``: ε̃ = (1 + w) ε_c − w ε_u (the same for s = 1 + w)."""
+    s = to_s(scale, convention)
+    _check_pair("eps_cond", eps_cond, "eps_uncond", eps_uncond)
+    return eps_uncond + s * (eps_cond - eps_uncond)
+
+
+def rescale_guided_eps(eps_guided: torch.Tensor, eps_cond: torch.Tensor, rescale: float) -> torch.Tensor:
+    """ε̂ = ε̃ · (φ σ(ε_c)/σ(ε̃) + 1 − φ), σ the per-sample std over all non-batch dims (Lin et al. 2023, 3.4).
+
+    φ = ``rescale`` ∈ [0, 1]. Where σ(ε̃) = 0 the factor is 1 (a constant prediction has no spread to match).
+    """
+    phi = check_float("rescale", rescale, low=0.0, high=1.0)
+    _check_pair("eps_guided", eps_guided, "eps_cond", eps_cond)
+    if eps_guided.ndim < 2:
+        fail("eps_guided", eps_guided, "expected a batch (B, …) with at least one dimension per sample")
+    if phi == 0.0:
+        return eps_guided
+    dims = tuple(range(1, eps_guided.ndim))
+    std_guided = eps_guided.std(dim=dims, correction=0, keepdim=True)
+    std_cond = eps_cond.std(dim=dims, correction=0, keepdim=True)
+    ratio = torch.where(std_guided > 0, std_cond / std_guided, torch.ones_like(std_guided))
+    return eps_guided * (phi * ratio + (1.0 - phi))
+
+
+class CFG:
+    """A guided ε-model: ``cfg(x_t, t, labels)`` = ε̃ (see the module docstring) from ONE call of ``model``.
+
+    ``model`` is a conditional ε-model with ``num_classes = K``; label K is its learned null class.
+    ``scale`` is s (``convention="s"``, ε̃ = ε_u + s(ε_c − ε_u)) or Ho & Salimans' w
+    (``convention="w"``, ε̃ = (1+w)ε_c − wε_u); any finite value. ``rescale`` is φ ∈ [0, 1] of Lin et al.'s
+    guidance rescale applied to ε̃ (0: off). Each call runs ``model`` once on a batch of 2B:
+    ``[x_t; x_t]``, ``[t; t]``, ``[labels; K·1]``. ``nfe_per_call = 2`` network evaluations per sample, so
+    a sampler with N steps costs 2N evaluations under guidance.
+
+    ``labels`` must be a LongTensor (B,) in 0..K−1: the null class K is not a valid target (guiding towards
+    "unconditional" is the unconditional model itself, ``model(x_t, t)``).
+    """
+
+    nfe_per_call = 2
+
+    def __init__(self, model, scale: float, *, convention: str = "s", rescale: float = 0.0):
+        if not callable(model):
+            fail("model", type(model).__name__, "expected a conditional ε-model model(x_t, t, labels)")
+        num_classes = getattr(model, "num_classes", None)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            fail(
+                "model",
+                f"{type(model).__name__} with num_classes={num_classes!r}",
+                "classifier-free guidance needs a conditional model with a null class: num_classes=K ≥ 1, "
+                "class labels 0..K−1 and label K the learned unconditional class (trained with p_uncond > 0)",
+            )
+        self.model = model
+        self.num_classes = num_classes
+        self.null_class = num_classes
+        self.convention = check_choice("convention", convention, CONVENTIONS)
+        self.scale = check_float("scale", scale)
+        self.s = to_s(self.scale, convention)
+        self.rescale = check_float("rescale", rescale, low=0.0, high=1.0)
+
+    @property
+    def w(self) -> float:
+        """Ho & Salimans' guidance weight, w = s − 1."""
+        return self.s - 1.0
+
+    def __call__(self, x_t: torch.Tensor, t, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if not isinstance(x_t, torch.Tensor) or x_t.ndim < 1:
+            fail("x_t", x_t, "expected a torch.Tensor with a batch dimension")
+        batch = x_t.shape[0]
+        labels = self._check_labels(labels, batch, x_t.device)
+        t = self._check_t(t, batch, x_t.device)
+        null = torch.full_like(labels, self.null_class)
+        eps = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), labels=torch.cat([labels, null]))
+        if not isinstance(eps, torch.Tensor) or eps.shape != (2 * batch, *x_t.shape[1:]):
+            shape = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+            fail("model output", shape, f"expected shape {(2 * batch, *x_t.shape[1:])} for the 2B batch")
+        eps_cond, eps_uncond = eps[:batch], eps[batch:]
+        out = guided_eps(eps_cond, eps_uncond, self.s)
+        if self.rescale > 0:
+            out = rescale_guided_eps(out, eps_cond, self.rescale)
+        return out
+
+    def _check_labels(self, labels, batch: int, device) -> torch.Tensor:
+        K = self.num_classes
+        if labels is None:
+            fail(
+                "labels",
+                None,
+                "guidance needs one class label per sample (a LongTensor (B,) in "
+                f"0..{K - 1}); for unconditional samples call the model itself with labels=None",
+            )
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
+            fail("labels", labels, "expected an integer torch.Tensor (torch.long) of class indices")
+        if labels.shape != (batch,):
+            fail("labels", labels, f"expected shape ({batch},), one label per sample")
+        if batch and (int(labels.min()) < 0 or int(labels.max()) >= K):
+            fail(
+                f"labels (min {int(labels.min())}, max {int(labels.max())})",
+                labels,
+                f"class labels lie in 0..{K - 1}; {K} is the null class, which guidance adds itself",
+            )
+        return labels.to(device=device, dtype=torch.long)
+
+    @staticmethod
+    def _check_t(t, batch: int, device) -> torch.Tensor:
+        if isinstance(t, int) and not isinstance(t, bool):
+            return torch.full((batch,), t, dtype=torch.long, device=device)
+        if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:
+            fail("t", t, "expected timestep indices: an int or a LongTensor of shape (B,)")
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            fail("t", t, f"expected shape ({batch},), one timestep per sample")
+        return t.to(device=device, dtype=torch.long)
+
+    def __repr__(self) -> str:
+        name = type(self.model).__name__
+        scale = f"s={self.s:g}" if self.convention == "s" else f"w={self.scale:g} (s={self.s:g})"
+        phi = f", rescale={self.rescale:g}" if self.rescale else ""
+        return f"CFG({name}, {scale}{phi}, num_classes={self.num_classes})"
+
+
+def _check_pair(name_a: str, a, name_b: str, b) -> None:
+    for name, v in ((name_a, a), (name_b, b)):
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            shown = v if isinstance(v, torch.Tensor) else type(v).__name__
+            fail(name, shown, "expected a floating-point torch.Tensor")
+    if a.shape != b.shape:
+        fail(name_b, b, f"expected the shape of {name_a}, {tuple(a.shape)}")
