@@ -1,4 +1,4 @@
-"""Classifier-free guidance: the formula, both conventions, one batched call, rescale, samplers, the oracle."""
+"""Classifier-free guidance: the formula, both conventions, one batched call, rescale, samplers, oracle."""
 
 import math
 from pathlib import Path
@@ -335,7 +335,8 @@ class _Halver(nn.Module):
 
 @pytest.mark.slow
 def test_guidance_raises_label_accuracy_of_the_shipped_model():
-    missing = [n for n in ("mnist-cond", "mnist-classifier") if not (CHECKPOINTS / f"{n}.safetensors").is_file()]
+    names = ("mnist-cond", "mnist-classifier")
+    missing = [n for n in names if not (CHECKPOINTS / f"{n}.safetensors").is_file()]
     if missing:
         pytest.skip(f"shipped checkpoint(s) {', '.join(missing)} not in {CHECKPOINTS} yet")
     from diffusion_course.checkpoints import load_checkpoint
