@@ -336,6 +336,8 @@ def train(
                      "world_size": info.world_size, "model": model.state_dict(), "ema": ema.state_dict(),
                      "optimizer": optimizer.state_dict(), "rng": all_rng}  # fmt: skip
             save_training_state(state_path, state)
+        if info.world_size > 1:
+            dist.barrier()  # no rank may look for the state file (e.g. to resume) before it is complete
 
     bar = tqdm(total=config.steps, initial=step, disable=not (progress and info.is_main), desc="train")
     pending: list[torch.Tensor] = []  # per-step losses still on the device (copied in groups: fewer syncs)
