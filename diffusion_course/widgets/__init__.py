@@ -6,5 +6,6 @@ See :mod:`diffusion_course.widgets.core` for the pattern every app follows.
 from .core import App, make_app
 from .forward import forward_process_app
 from .guidance import guidance_app
+from .trajectory import trajectory_app
 
-__all__ = ["App", "forward_process_app", "guidance_app", "make_app"]
+__all__ = ["App", "forward_process_app", "guidance_app", "make_app", "trajectory_app"]
