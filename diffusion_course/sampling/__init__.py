@@ -21,6 +21,19 @@ from .ddim import (
 )
 from .ddpm import VARIANCES, ddpm_posterior, ddpm_sample, ddpm_step
 from .guidance import CFG, CONVENTIONS, guided_eps, rescale_guided_eps, to_s
+from .solvers import (
+    dpmpp_2m_coefficients,
+    dpmpp_2m_sample,
+    dpmpp_2m_step,
+    dpmpp_first_order_step,
+    euler_sample,
+    euler_step,
+    half_log_snr,
+    heun_sample,
+    heun_step,
+    solver_nfe,
+    vp_sigma,
+)
 from .timesteps import STRATEGIES, timesteps, validate_timesteps, visits_last
 
 __all__ = [
@@ -42,14 +55,25 @@ __all__ = [
     "ddpm_posterior",
     "ddpm_sample",
     "ddpm_step",
+    "dpmpp_2m_coefficients",
+    "dpmpp_2m_sample",
+    "dpmpp_2m_step",
+    "dpmpp_first_order_step",
     "draw_noise",
     "eps_from_x0",
+    "euler_sample",
+    "euler_step",
     "guided_eps",
+    "half_log_snr",
+    "heun_sample",
+    "heun_step",
     "predict_x0",
     "rescale_guided_eps",
     "sample_loop",
+    "solver_nfe",
     "timesteps",
     "to_s",
     "validate_timesteps",
     "visits_last",
+    "vp_sigma",
 ]
