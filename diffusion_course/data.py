@@ -186,7 +186,7 @@ def toy_2d(name: str, n: int, seed: int = 0) -> torch.Tensor:
         return swiss_roll(n, generator=generator)
     from .oracle import toy_mixture  # imported here so that data does not depend on oracle at import time
 
-    return toy_mixture.sample(n, generator=generator)
+    return toy_mixture().sample(n, generator=generator)
 
 
 # ---------------------------------------------------------------------------------------------------------

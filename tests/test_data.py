@@ -260,8 +260,10 @@ def test_swiss_roll_geometry_and_scale():
 
 
 def test_toy_mixture_through_toy_2d():
-    pytest.importorskip("diffusion_course.oracle")
+    from diffusion_course.oracle import toy_mixture
+
     a = data.toy_2d("mixture", 300, seed=0)
+    assert torch.equal(a, toy_mixture().sample(300, generator=torch.Generator().manual_seed(0)))
     assert a.shape == (300, 2) and a.dtype == torch.float32
     assert torch.equal(a, data.toy_2d("mixture", 300, seed=0))
     assert not torch.allclose(a, data.toy_2d("mixture", 300, seed=1))
