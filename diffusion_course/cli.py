@@ -76,6 +76,8 @@ def run_train(args) -> int:
     if run.task == "classifier":
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("the classifier trains in one process; run it without torchrun")
+        if args.resume:
+            raise ValueError("--resume is for diffusion runs; the classifier run is short and restarts")
         result = train_classifier(model, images, labels, run.train, progress=not args.quiet)
     else:
         result = train(

@@ -82,6 +82,8 @@ def test_errors_exit_with_a_message(tmp_path, capsys):
     assert "no-such-run" in err and "mnist-cond" in err and "test-tiny" in err
     assert main(["train", "--config", "test-tiny", "--out", str(tmp_path), "--steps", "0", "--quiet"]) == 2
     assert "steps=0" in capsys.readouterr().err
+    assert main(["train", "--config", "test-classifier", "--out", str(tmp_path), "--resume", "--quiet"]) == 2
+    assert "--resume" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--config", "test-tiny"])  # --out is required
     with pytest.raises(SystemExit):
