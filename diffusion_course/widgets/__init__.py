@@ -4,8 +4,10 @@ See :mod:`diffusion_course.widgets.core` for the pattern every app follows.
 """
 
 from .core import App, make_app
+from .eta import eta_app
 from .forward import forward_process_app
 from .guidance import guidance_app
+from .steps import steps_app
 from .trajectory import trajectory_app
 
-__all__ = ["App", "forward_process_app", "guidance_app", "make_app", "trajectory_app"]
+__all__ = ["App", "eta_app", "forward_process_app", "guidance_app", "make_app", "steps_app", "trajectory_app"]
