@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import save_checkpoint
+from .checkpoints import load_checkpoint, save_checkpoint
 from .configs import CONFIGS, get_config
 from .training import NonFiniteLossError, classifier_accuracy, distributed_info, train, train_classifier
 
@@ -131,11 +131,108 @@ def run_train(args) -> int:
     return 0
 
 
+def _add_sampling_arguments(p, n_default: int) -> None:
+    """Flags shared by ``sample`` and ``evaluate`` (the logic lives in diffusion_course.evaluation)."""
+    p.add_argument(
+        "--checkpoint", required=True, help="a shipped name (e.g. mnist-cond) or a checkpoint path"
+    )
+    p.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpmpp2m, euler or heun (default ddim)")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps, 1..T (default 50)")
+    p.add_argument("--eta", type=float, help="DDIM's η (ddim only; default 0: deterministic)")
+    p.add_argument("--strategy", default="trailing", help="timestep grid (default trailing)")
+    p.add_argument(
+        "--guidance", type=float, help="CFG scale s in ε_u + s(ε_c − ε_u); conditional models, default 1"
+    )
+    p.add_argument("--n", type=int, default=n_default, help=f"number of samples (default {n_default})")
+    p.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise (default 0)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_sample_parser(subparsers) -> None:
+    p = subparsers.add_parser("sample", help="sample a checkpoint and write an image grid (PNG)")
+    _add_sampling_arguments(p, n_default=64)
+    p.add_argument(
+        "--label", type=int, help="class of every sample (conditional models; default 0..9 in turn)"
+    )
+    p.add_argument("--out", required=True, type=Path, help="output PNG")
+    p.add_argument("--nrow", type=int, help="images per row (default 10 with labels 0..9 in turn, else 8)")
+    p.set_defaults(run=run_sample)
+
+
+def run_sample(args) -> int:
+    from .evaluation import generate_samples, model_num_classes, sample_labels
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model, info = load_checkpoint(args.checkpoint, device=args.device)
+    labels = sample_labels(model, args.n, args.label) if args.label is not None else None
+    started = time.perf_counter()
+    images, labels = generate_samples(
+        model, info, args.sampler, args.steps, n=args.n, seed=args.seed, eta=args.eta,
+        strategy=args.strategy, guidance=args.guidance, labels=labels, progress=not args.quiet,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if images.ndim == 2:  # 2-D points: a scatter plot instead of a grid
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.scatter(images[:, 0], images[:, 1], s=3, alpha=0.5)
+        ax.set_aspect("equal")
+        ax.set_title(f"{info['name']}: {args.sampler}, {args.steps} steps, n={args.n}")
+        fig.savefig(args.out, dpi=100)
+        plt.close(fig)
+    else:
+        from torchvision.utils import save_image
+
+        cycling = model_num_classes(model) is not None and args.label is None
+        nrow = args.nrow or (model_num_classes(model) if cycling else 8)
+        save_image(((images + 1) / 2).clamp(0, 1), args.out, nrow=nrow, padding=2)
+    what = f"{args.n} samples of {info['name']}, {args.sampler} {args.steps} steps"
+    print(f"wrote {args.out} ({what}, {seconds:.1f} s)")
+    return 0
+
+
+def add_evaluate_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="sample a checkpoint and score it (FD, label accuracy, sliced W2)"
+    )
+    _add_sampling_arguments(p, n_default=500)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object (the last line)")
+    p.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    import json
+
+    from .evaluation import evaluate_checkpoint
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    record = evaluate_checkpoint(
+        args.checkpoint, args.sampler, args.steps, n=args.n, seed=args.seed, eta=args.eta,
+        strategy=args.strategy, guidance=args.guidance, device=args.device, progress=not args.quiet,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(record))
+    else:
+        for key, value in record.items():
+            print(f"{key}: {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m diffusion_course", description=__doc__.split("\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
     add_configs_parser(subparsers)
     add_train_parser(subparsers)
+    add_sample_parser(subparsers)
+    add_evaluate_parser(subparsers)
     return parser
 
 
