@@ -1,0 +1,72 @@
+"""The checkpoints in data/checkpoints/ load, match their recorded hashes and still sample well.
+
+Thresholds sit below the values measured when each checkpoint was shipped (data/README.md), with a margin
+for sampling noise; every sample here is seeded, so the numbers are the same on every run on the CPU.
+"""
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from diffusion_course.checkpoints import checkpoints_dir, list_checkpoints, load_checkpoint
+from diffusion_course.data import load_mnist
+from diffusion_course.evaluation import checkpoint_schedule, evaluate_samples, generate_samples
+from diffusion_course.metrics import sliced_w2
+from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
+from diffusion_course.training import classifier_accuracy
+
+SHIPPED = ("mnist-classifier", "toy2d", "mnist-cond")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_shipped_checkpoint_is_registered():
+    assert set(SHIPPED) <= set(list_checkpoints())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_recorded_hash_and_provenance(name):
+    info = json.loads((checkpoints_dir() / f"{name}.json").read_text())
+    payload = (checkpoints_dir() / f"{name}.safetensors").read_bytes()
+    assert hashlib.sha256(payload).hexdigest() == info["safetensors_sha256"]
+    assert info["command"].startswith("python -m diffusion_course train --config ")
+    assert isinstance(info["seed"], int) and info["seconds"] > 0 and info["device"]
+    assert info["step"] == info["train_config"]["steps"]
+
+
+def test_classifier_heldout_accuracy():
+    model, info = load_checkpoint("mnist-classifier", device="cpu")
+    images, labels = load_mnist("heldout")
+    accuracy = classifier_accuracy(model, images, labels)
+    assert accuracy >= 0.97  # 0.978 at shipping (489 of 500)
+    assert accuracy == pytest.approx(info["metrics"]["heldout_accuracy"])
+
+
+def test_toy2d_ddim50_is_close_to_the_oracle():
+    """Sliced W2 to the mixture of the model's DDIM-50 samples vs the exact ε's from the same x_T, each
+    averaged over four reference draws of 2000 points (equal sizes keep sliced W2 cheap)."""
+    model, info = load_checkpoint("toy2d", device="cpu")
+    oracle = GaussianMixtureOracle(toy_mixture(), checkpoint_schedule(info))
+    refs = [toy_mixture().sample(2000, generator=torch.Generator().manual_seed(2024 + k)) for k in range(4)]
+    ours, _ = generate_samples(model, info, "ddim", 50, n=2000, seed=0)
+    exact, _ = generate_samples(oracle, info, "ddim", 50, n=2000, seed=0)
+    ours_w2 = sum(sliced_w2(ours, r) for r in refs) / len(refs)
+    exact_w2 = sum(sliced_w2(exact, r) for r in refs) / len(refs)
+    assert ours_w2 <= 1.5 * exact_w2 and ours_w2 < 0.15  # 0.069 vs oracle 0.079 (ratio 0.91–1.11, seeds 0–3)
+
+
+def test_mnist_cond_ddim20_draws_the_requested_digits():
+    model, info = load_checkpoint("mnist-cond", device="cpu")
+    assert model.num_classes == 10 and info["train_config"]["p_uncond"] > 0
+    samples, labels = generate_samples(model, info, "ddim", 20, n=50, seed=0)
+    scores = evaluate_samples(samples, labels)
+    assert scores["label_accuracy"] >= 0.7  # 0.84 measured (seeds 0, 1, 2: 0.84, 0.84, 0.88)
+    assert scores["fd"] < 1500  # 613 measured; 50 real digits score 590–660, noise 9600
