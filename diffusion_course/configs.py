@@ -122,9 +122,9 @@ register(RunConfig(
     model_kind="unet",
     model_config=UNET_QUICK,
     data="mnist-train",
-    train=TrainConfig(steps=4000, batch_size=64, lr=1e-3, warmup_steps=200, grad_clip=1.0, ema_decay=0.999,
+    train=TrainConfig(steps=7000, batch_size=64, lr=1e-3, warmup_steps=200, grad_clip=1.0, ema_decay=0.999,
                       p_uncond=0.1, log_every=50, checkpoint_every=500),
-    expected_time="≈ 20–30 min on 2 CPU cores, ≈ 1 min on one GPU",
+    expected_time="≈ 35–60 min on 2 CPU cores, a few minutes on one GPU",
 ))  # fmt: skip
 register(RunConfig(
     name="mnist-cond-full",
