@@ -126,12 +126,12 @@ assert torch.allclose(euler_10, ddim_10, atol=1e-5)
 
 # %% [markdown]
 # Euler follows the slope at the start of each step, so with few steps it cuts corners. Here is the path of
-# 12 points: the ODE solved accurately (all 1000 steps, grey) and Euler with 5 steps (orange, one dot per
-# step), drawn in x (the samplers' variable), over the mixture's density.
+# 12 points: the ODE solved accurately (DPM-Solver++, 200 steps, grey) and Euler with 5 steps (orange, one
+# dot per step), drawn in x (the samplers' variable), over samples of the data (blue).
 
 # %%
 few = x_T_2d[:12]
-_, fine = ddim_sample(oracle, few, schedule, timesteps(1000, 1000), return_trajectory=True)
+_, fine = dpmpp_2m_sample(oracle, few, schedule, timesteps(1000, 200, "log"), return_trajectory=True)
 _, coarse = euler_sample(oracle, few, schedule, timesteps(1000, 5), return_trajectory=True)
 fine_xs, coarse_xs = torch.stack(fine.xs), torch.stack(coarse.xs)  # (steps + 1, 12, 2)
 
@@ -139,7 +139,7 @@ fig, ax = plt.subplots(figsize=(5.5, 5))
 data_2d = mixture.sample(3000, generator=torch.Generator().manual_seed(1))
 ax.scatter(*data_2d.T, s=2, color="tab:blue", alpha=0.15, label="data")
 for i in range(12):
-    ax.plot(*fine_xs[:, i].T, color="0.4", lw=1, label="ODE (1000 steps)" if i == 0 else None)
+    ax.plot(*fine_xs[:, i].T, color="0.4", lw=1, label="ODE (accurate)" if i == 0 else None)
     ax.plot(
         *coarse_xs[:, i].T, "o-", color="tab:orange", ms=3, lw=1, label="Euler, 5 steps" if i == 0 else None
     )
@@ -391,8 +391,10 @@ assert oracle_sw2[("DPM-Solver++(2M)", "log")][4] < 1.5 * max(floors)
 # The same race with the class-conditional U-Net (`mnist-cond`, linear schedule, T = 1000; no guidance,
 # labels 0–9 in turn). Quality is the Fréchet distance (FD) between the features of the course's digit
 # classifier on the samples and on the 500 held-out real digits. All samplers start from the same x_T.
-# In the quick profile we use few samples: FD at small n is biased upwards, so compare the rows with each
-# other, not with FDs measured with more samples.
+# FD estimated from n samples is biased upwards, strongly so when n is small. To see how much, we also
+# compute the FD of n **real training digits** (the same labels) against the held-out ones: a sampler cannot
+# be expected to do better than real data at the same n. In the quick profile n is tiny and this floor is
+# high; the benchmark (`docs/benchmarks/solvers.md`) repeats the comparison with hundreds of samples.
 
 # %%
 model, info = load_checkpoint("mnist-cond", device=P.device)
@@ -406,6 +408,12 @@ n_model = P.pick(quick=24, full=1000)
 model_nfe_list = P.pick(quick=[5, 10, 20], full=nfe_list)
 x_T = torch.randn(n_model, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(P.device)
 labels = (torch.arange(n_model) % 10).to(P.device)
+train_images, train_labels = load_mnist("train")
+same_labels = torch.stack([(train_labels == k).nonzero()[i // 10, 0] for i, k in enumerate(labels.tolist())])
+real_fd = frechet_distance(
+    classifier_features(classifier, train_images[same_labels].to(P.device)), real_features
+)
+print(f"FD of {n_model} real training digits (labels 0-9 in turn) to the held-out ones: {real_fd:.1f}")
 
 
 def run(sampler, steps, **kwargs):
@@ -460,6 +468,7 @@ axes[0].plot(
 axes[0].set_title(f"oracle: mean |x − x_ref| ({n_points} points)")
 axes[1].axhspan(min(floors), max(floors), color="0.8", alpha=0.6, label="noise floor (data vs data)")
 axes[1].set_title("oracle: sliced W2 to the mixture")
+axes[2].axhline(real_fd, color="0.6", ls="--", label=f"{n_model} real digits")
 axes[2].set_title(f"mnist-cond: FD to held-out digits ({n_model} samples)")
 for ax in axes:
     ax.set_xscale("log")
@@ -514,6 +523,7 @@ for name, nfe in [("DDIM", 50), ("DPM-Solver++(2M)", 20)]:
         out, seconds, fd = run(samplers[name], nfe)
         table.append((name, nfe, fd, seconds, "measured"))
 table.append(("distilled", "1-8", math.nan, math.nan, "no distilled model in this course"))
+table.append(("real digits", "-", real_fd, math.nan, "training digits, same n: the small-n floor"))
 for nfe in [4, 8]:
     out, seconds, fd = run(dpmpp_2m_sample, nfe)
     table.append(("DPM-Solver++(2M)", nfe, fd, seconds, "in place of distillation"))
@@ -529,7 +539,7 @@ for name, nfe, fd, seconds, note in table:
 
 # %%
 fds = {(name, nfe): fd for name, nfe, fd, _, _ in table}
-assert fds[("DPM-Solver++(2M)", 8)] < 1.5 * fds[("DPM-Solver++(2M)", 4)] + 1.0
+assert fds[("DPM-Solver++(2M)", 8)] < fds[("DPM-Solver++(2M)", 4)]  # 4 evaluations are visibly too few
 assert all(math.isfinite(fd) for (name, nfe), fd in fds.items() if name not in ("DDPM", "distilled"))
 
 # %% [markdown]

@@ -1,0 +1,229 @@
+"""Quality against NFE of DDIM, Euler, Heun and DPM-Solver++(2M), for docs/benchmarks/solvers.md.
+
+    .venv/bin/python benchmarks/bench_solvers.py [--part oracle|model|all] [--points 20000] [--samples 500]
+                                                 [--table-samples 200] [--threads N]
+
+Targets:
+
+1. **Oracle**: the course's best solver comes within 10 % of its own 1000-step quality at ≤ 10 NFE.
+   Toy mixture (`oracle.toy_mixture`), `linear_schedule(1000)`, x_T drawn from the exact marginal at t = 999
+   (``--points`` points), "trailing" grids; quality = sliced W2 (256 projections) to an independent sample
+   of the mixture of the same size. The ratio SW2(≤ 10 NFE) / SW2(1000 steps) of the same solver is the target
+   number; the data-vs-data noise floor is printed beside it. Also: the mean distance to the same solver's
+   1000-step output, and DPM-Solver++ / DDIM at 10 NFE on every timestep strategy.
+2. **Model** (needs ``data/checkpoints/mnist-cond.safetensors``): at 10 NFE, FD(DPM-Solver++) ≤ FD(DDIM) on
+   the shipped model. Class-conditional, no guidance, labels 0..9 in turn, ``--samples`` samples per run and
+   two x_T seeds; FD = Fréchet distance of the ``mnist-classifier`` features to the 500 held-out digits.
+   Then the sampler table (DDPM 1000, DDIM 50, DPM-Solver++ 20, 8, 4) with ``--table-samples`` samples and
+   wall-clock time per sample (batches of 100; on a shared CPU the times are upper bounds).
+
+Results go to stdout as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from diffusion_course.metrics import classifier_features, frechet_distance, sliced_w2
+from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
+from diffusion_course.sampling import (
+    STRATEGIES,
+    ddim_sample,
+    ddpm_sample,
+    dpmpp_2m_sample,
+    euler_sample,
+    heun_sample,
+    solver_nfe,
+    timesteps,
+)
+from diffusion_course.schedules import linear_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLERS = {"ddim": ddim_sample, "euler": euler_sample, "heun": heun_sample, "dpmpp2m": dpmpp_2m_sample}
+NFES = [4, 5, 6, 8, 10, 15, 20, 50]
+
+
+def steps_for(name: str, nfe: int) -> int:
+    """Most steps within ``nfe`` evaluations (Heun: 2N − 1 evaluations for N steps)."""
+    return (nfe + 1) // 2 if name == "heun" else nfe
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+
+
+# --------------------------------------------------------------------------------------------------- oracle
+
+
+def oracle_part(points: int) -> None:
+    schedule = linear_schedule(1000)
+    mixture = toy_mixture()
+    oracle = GaussianMixtureOracle(mixture, schedule)
+    x_T = mixture.noised(float(schedule.alpha_bar[-1])).sample(
+        points, generator=torch.Generator().manual_seed(0)
+    )
+    data = mixture.sample(points, generator=torch.Generator().manual_seed(1))
+    floor = sliced_w2(mixture.sample(points, generator=torch.Generator().manual_seed(2)), data)
+    start = time.perf_counter()
+
+    full = {name: fn(oracle, x_T, schedule, timesteps(1000, 1000)) for name, fn in SAMPLERS.items()}
+    full_sw2 = {name: sliced_w2(x, data) for name, x in full.items()}
+    rows = {}
+    for name, fn in SAMPLERS.items():
+        for nfe in NFES:
+            steps = steps_for(name, nfe)
+            x = fn(oracle, x_T, schedule, timesteps(1000, steps))
+            rows[(name, nfe)] = (
+                solver_nfe(name, steps),
+                sliced_w2(x, data),
+                float((x - full[name]).norm(dim=1).mean()),
+            )
+
+    print(f"## Oracle ({points} points, trailing grids)\n")
+    print(f"Noise floor (two independent mixture samples): SW2 = {floor:.4f}\n")
+    print("| sampler | 1000 steps | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
+    print("|---|---|" + "---|" * len(NFES))
+    for name in SAMPLERS:
+        cells = []
+        for nfe in NFES:
+            used, sw2, _ = rows[(name, nfe)]
+            cells.append(f"{sw2:.4f}" + (f" ({used})" if used != nfe else ""))
+        print(f"| {name} SW2 | {full_sw2[name]:.4f} | " + " | ".join(cells) + " |")
+    for name in SAMPLERS:
+        cells = [f"{rows[(name, nfe)][2]:.4f}" for nfe in NFES]
+        print(f"| {name}: mean ‖x − x_1000‖ | 0 | " + " | ".join(cells) + " |")
+    print("\n(Heun's cells show the NFE actually used in brackets: 2N − 1.)\n")
+
+    print("Target: best solver within 10 % of its own 1000-step SW2 at ≤ 10 NFE\n")
+    print("| sampler | best SW2 at ≤ 10 NFE | at NFE | 1000-step SW2 | ratio | excess over floor, ratio |")
+    print("|---|---|---|---|---|---|")
+    best_ratio = None
+    for name in SAMPLERS:
+        nfe, (used, sw2, _) = min(
+            ((n, rows[(name, n)]) for n in NFES if rows[(name, n)][0] <= 10), key=lambda item: item[1][1]
+        )
+        ratio = sw2 / full_sw2[name]
+        excess = (sw2 - floor) / max(full_sw2[name] - floor, 1e-12)
+        best_ratio = ratio if best_ratio is None else min(best_ratio, ratio)
+        print(f"| {name} | {sw2:.4f} | {used} | {full_sw2[name]:.4f} | {ratio:.2f} | {excess:.1f} |")
+    verdict = "met" if best_ratio <= 1.1 else "missed"
+    print(f"\nBest ratio {best_ratio:.2f}: target (≤ 1.10) **{verdict}**.\n")
+
+    print("DPM-Solver++(2M) and DDIM at 10 NFE on every timestep strategy (SW2; grid start and end):\n")
+    print("| strategy | grid | DDIM | DPM-Solver++(2M) | Heun (9 NFE) |")
+    print("|---|---|---|---|---|")
+    for strategy in STRATEGIES:
+        grid = timesteps(1000, 10, strategy)
+        cells = [sliced_w2(fn(oracle, x_T, schedule, grid), data) for fn in (ddim_sample, dpmpp_2m_sample)]
+        heun = sliced_w2(heun_sample(oracle, x_T, schedule, timesteps(1000, 5, strategy)), data)
+        span = f"{int(grid[0])} … {int(grid[-1])}"
+        print(f"| {strategy} | {span} | {cells[0]:.4f} | {cells[1]:.4f} | {heun:.4f} |")
+    print(f"\nOracle part: {time.perf_counter() - start:.0f} s wall-clock.\n")
+
+
+# ---------------------------------------------------------------------------------------------------- model
+
+
+def sample_in_batches(fn, model, x_T, labels, schedule, steps, batch=100, strategy="trailing", **kwargs):
+    outs = []
+    start = time.perf_counter()
+    grid = timesteps(1000, steps, strategy)
+    for i in range(0, x_T.shape[0], batch):
+        outs.append(fn(model, x_T[i : i + batch], schedule, grid, labels=labels[i : i + batch], **kwargs))
+    return torch.cat(outs), (time.perf_counter() - start) / x_T.shape[0]
+
+
+def model_part(samples: int, table_samples: int) -> None:
+    from diffusion_course.checkpoints import load_checkpoint
+    from diffusion_course.data import load_mnist
+
+    if not (ROOT / "data" / "checkpoints" / "mnist-cond.safetensors").is_file():
+        print("## Model\n\nNo data/checkpoints/mnist-cond.safetensors: model part skipped.\n")
+        return
+    model, info = load_checkpoint("mnist-cond", device="cpu")
+    classifier, _ = load_checkpoint("mnist-classifier", device="cpu")
+    schedule = linear_schedule(info["schedule"]["T"])
+    real = classifier_features(classifier, load_mnist("heldout")[0])
+
+    def fd(x):
+        return frechet_distance(classifier_features(classifier, x), real)
+
+    print(f"## Model (mnist-cond, {info['num_parameters']:,} parameters, step {info.get('step')})\n")
+    print(f"Target: FD(DPM-Solver++(2M)) ≤ FD(DDIM) at 10 NFE; {samples} samples per run, two x_T seeds.\n")
+    print("| x_T seed | sampler | NFE | FD | ms / sample |")
+    print("|---|---|---|---|---|")
+    results = {}
+    for seed in (0, 1):
+        x_T = torch.randn(samples, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+        labels = torch.arange(samples) % 10
+        for name, nfe in [("ddim", 10), ("dpmpp2m", 10), ("heun", 10), ("ddim", 20), ("dpmpp2m", 20)]:
+            steps = steps_for(name, nfe)
+            x, per_sample = sample_in_batches(SAMPLERS[name], model, x_T, labels, schedule, steps)
+            results[(seed, name, nfe)] = fd(x)
+            used = solver_nfe(name, steps)
+            print(
+                f"| {seed} | {name} | {used} | {results[(seed, name, nfe)]:.2f} | {1000 * per_sample:.1f} |"
+            )
+    met = all(results[(s, "dpmpp2m", 10)] <= results[(s, "ddim", 10)] for s in (0, 1))
+    train_images, train_labels = load_mnist("train")
+    pick = torch.stack([(train_labels == k).nonzero()[i // 10, 0] for i, k in enumerate(labels.tolist())])
+    print(f"| – | {samples} real training digits (small-n floor) | – | {fd(train_images[pick]):.2f} | – |")
+    print("\nOther grids at 10 NFE (x_T seed 0):\n")
+    print("| strategy | DDIM FD | DPM-Solver++(2M) FD |")
+    print("|---|---|---|")
+    x_T = torch.randn(samples, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for strategy in ("log", "quadratic"):
+        cells = []
+        for fn in (ddim_sample, dpmpp_2m_sample):
+            x, _ = sample_in_batches(fn, model, x_T, labels, schedule, 10, strategy=strategy)
+            cells.append(fd(x))
+        print(f"| {strategy} | {cells[0]:.2f} | {cells[1]:.2f} |")
+    print(f"\nTarget (trailing grid, both seeds) **{'met' if met else 'missed'}**.\n")
+
+    print(f"Sampler table ({table_samples} samples per row, same x_T, batches of 100):\n")
+    print("| sampler | NFE | FD | ms / sample |")
+    print("|---|---|---|---|")
+    x_T = torch.randn(table_samples, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    labels = torch.arange(table_samples) % 10
+    rows = [("ddpm", 1000), ("ddim", 50), ("dpmpp2m", 20), ("dpmpp2m", 8), ("dpmpp2m", 4)]
+    fns = dict(SAMPLERS, ddpm=ddpm_sample)
+    for name, nfe in rows:
+        kwargs = {"generator": torch.Generator().manual_seed(3)} if name == "ddpm" else {}
+        x, per_sample = sample_in_batches(fns[name], model, x_T, labels, schedule, nfe, **kwargs)
+        print(f"| {name} | {nfe} | {fd(x):.2f} | {1000 * per_sample:.1f} |")
+    print("| distilled | 1–8 | — (no distilled model in the course) | — |")
+    train_images, train_labels = load_mnist("train")
+    pick = torch.stack([(train_labels == k).nonzero()[i // 10, 0] for i, k in enumerate(labels.tolist())])
+    print(
+        f"| {table_samples} real training digits (small-n floor) | – | {fd(train_images[pick]):.2f} | – |\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["oracle", "model", "all"], default="all")
+    parser.add_argument("--points", type=int, default=20_000)
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--table-samples", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"Machine: {machine()}\n")
+    if args.part in ("oracle", "all"):
+        oracle_part(args.points)
+    if args.part in ("model", "all"):
+        model_part(args.samples, args.table_samples)
+
+
+if __name__ == "__main__":
+    main()
