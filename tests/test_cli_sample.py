@@ -155,7 +155,7 @@ def test_evaluate_toy2d_reports_sliced_w2_not_fd(capsys):
 def test_evaluate_on_shipped_mnist_cond(capsys):
     record = run_json(capsys, "--checkpoint", "mnist-cond", "--steps", "5", "--n", "10", "--guidance", "3")
     assert KEYS <= set(record) and record["nfe"] == 10 and record["guidance"] == 3.0
-    assert record["label_accuracy"] >= 0.5  # 0.8 measured (seeds 0, 1, 2: 0.8, 0.8, 1.0)
+    assert record["label_accuracy"] >= 0.7  # 1.0 measured (seeds 0, 1, 2)
 
 
 def test_scores_of_real_digits():

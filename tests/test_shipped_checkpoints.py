@@ -68,5 +68,5 @@ def test_mnist_cond_ddim20_draws_the_requested_digits():
     assert model.num_classes == 10 and info["train_config"]["p_uncond"] > 0
     samples, labels = generate_samples(model, info, "ddim", 20, n=50, seed=0)
     scores = evaluate_samples(samples, labels)
-    assert scores["label_accuracy"] >= 0.7  # 0.84 measured (seeds 0, 1, 2: 0.84, 0.84, 0.88)
-    assert scores["fd"] < 1500  # 613 measured; 50 real digits score 590–660, noise 9600
+    assert scores["label_accuracy"] >= 0.85  # 0.94 measured at 7000 steps (seeds 0, 1, 2: 0.94, 0.98, 0.94)
+    assert scores["fd"] < 1500  # 487 measured; 50 random real digits score 590–660, noise 9600
