@@ -71,12 +71,31 @@ def _check_seeds(seeds, low: int = 1) -> list[int]:
     return seeds
 
 
+def check_independent_start(x_T: torch.Tensor, seed: int) -> None:
+    """ValueError when ``x_T`` is the first draw of ``torch.Generator().manual_seed(seed)``.
+
+    A sampler seeded like that would draw x_T itself as its first z, so the "fresh" noise of the first
+    stochastic step would be the start again (x_prev ≈ (√(1−ᾱ_prev−σ²) + σ)·x_T: too much noise, which a
+    stochastic sampler then carries to the end). Draw x_T from a seed the sampler does not use.
+    """
+    generator = torch.Generator(device=x_T.device).manual_seed(seed)
+    first = torch.randn(x_T.shape, generator=generator, device=x_T.device, dtype=x_T.dtype)
+    if torch.equal(first, x_T):
+        fail(
+            "seed",
+            seed,
+            "x_T is the first draw of a generator with this seed, so the sampler's first z would equal x_T; "
+            "draw x_T from a different seed than the sampler's generators",
+        )
+
+
 def runs_from_fixed_start(sample: SampleFn, x_T: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
     """R runs from the same x_T, ``stack_r sample(x_T, torch.Generator().manual_seed(seeds[r]))``: (R, …).
 
     ``sample(x_T, generator) -> x_0`` is any sampler with its model, schedule and grid bound, e.g.
     ``lambda x, g: ddim_sample(model, x, schedule, ts, eta=0.5, generator=g)``. x_T is never redrawn: the
-    runs differ only through the generator, i.e. through the z's of the stochastic steps.
+    runs differ only through the generator, i.e. through the z's of the stochastic steps. Refuses a seed whose
+    generator would draw x_T itself as its first z (:func:`check_independent_start`).
     """
     if not callable(sample):
         fail("sample", type(sample).__name__, "expected a function sample(x_T, generator) -> x_0")
@@ -85,6 +104,7 @@ def runs_from_fixed_start(sample: SampleFn, x_T: torch.Tensor, seeds: Sequence[i
     device = x_T.device
     runs = []
     for seed in seeds:
+        check_independent_start(x_T, seed)
         generator = torch.Generator(device=device).manual_seed(seed)
         out = sample(x_T, generator)
         if not isinstance(out, torch.Tensor) or out.shape != x_T.shape:
@@ -198,7 +218,8 @@ def eta_steps_table(
     Every cell starts from the same x_T (and labels) with a generator seeded with ``seed``, so differences
     between cells come from η and the number of steps, not from different draws. ``batch_size`` splits x_T
     into chunks (one generator walks through them in order). ``seconds`` holds the sampler's wall-clock time
-    per sample (``time.perf_counter``; the metric is not timed).
+    per sample (``time.perf_counter``; the metric is not timed). Refuses a ``seed`` whose generator would draw
+    x_T itself as its first z (:func:`check_independent_start`).
     """
     x_T = check_image_batch("x_T", x_T)
     etas = [check_float("etas[]", e, low=0.0) for e in etas]
@@ -207,6 +228,7 @@ def eta_steps_table(
         fail("etas/steps", (etas, steps), "expected at least one η and one step count")
     if not callable(metric):
         fail("metric", type(metric).__name__, "expected a function samples -> float")
+    check_independent_start(x_T, seed)
     n = x_T.shape[0]
     batch_size = n if batch_size is None else check_int("batch_size", batch_size, low=1)
     values = torch.zeros(len(etas), len(steps), dtype=torch.float64)

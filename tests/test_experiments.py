@@ -27,7 +27,7 @@ SCHEDULE = linear_schedule(1000)
 ORACLE = GaussianMixtureOracle(toy_mixture(), SCHEDULE)
 
 
-def _x_T(n=256, seed=0):
+def _x_T(n=256, seed=1000):
     return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
@@ -227,3 +227,13 @@ def test_speedup_uses_measured_time_and_a_relative_tolerance():
         speedup_at_quality(steps, scores, seconds, -0.1)
     with pytest.raises(ValueError, match="scores"):
         speedup_at_quality(steps, scores[:3], seconds)
+
+
+def test_a_start_drawn_from_a_run_seed_is_refused():
+    # that run's first "fresh" z would be x_T itself: x_prev ≈ (√(1−ᾱ_prev−σ²) + σ)·x_T, too much noise
+    x_T = torch.randn(8, 2, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(ValueError, match="first z would equal x_T"):
+        runs_from_fixed_start(_ddim(0.5), x_T, [2, 3])
+    with pytest.raises(ValueError, match="first z would equal x_T"):
+        eta_steps_table(ORACLE, x_T, SCHEDULE, [0.0], [5], float, seed=3)
+    assert runs_from_fixed_start(_ddim(0.5), x_T, [1, 2]).shape == (2, 8, 2)

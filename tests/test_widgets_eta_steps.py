@@ -36,7 +36,7 @@ class GaussianPixels:
 
 @pytest.fixture
 def x_T():
-    return torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    return torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1000))
 
 
 def test_eta_app_runs_agree_at_eta_0_and_drift_apart_as_eta_grows(x_T):
@@ -132,3 +132,12 @@ def test_steps_app_rejects_bad_input(x_T):
         widgets.steps_app(GaussianPixels(), SCHEDULE, x_T, steps=60, max_steps=50)
     with pytest.raises(ValueError, match="eta"):
         widgets.steps_app(GaussianPixels(), SCHEDULE, x_T, eta=-1.0)
+
+
+def test_apps_refuse_a_start_drawn_from_their_own_seed():
+    x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="first z would equal x_T"):
+        widgets.eta_app(GaussianPixels(), SCHEDULE, x_T, seeds=(0, 1))
+    with pytest.raises(ValueError, match="first z would equal x_T"):
+        widgets.steps_app(GaussianPixels(), SCHEDULE, x_T, eta=0.5, seed=0)
+    widgets.steps_app(GaussianPixels(), SCHEDULE, x_T, eta=0.0, seed=0)  # deterministic: no z is drawn

@@ -8,6 +8,7 @@ import torch
 
 from .. import viz
 from .._checks import check_float, check_image_batch, check_int, fail
+from ..experiments import check_independent_start
 from ..sampling import ddim_sample, ddim_sigma, timesteps
 from .core import App, make_app
 
@@ -37,6 +38,8 @@ def eta_app(
     seeds = tuple(check_int("seeds[]", s) for s in seeds)
     if len(seeds) != 2 or seeds[0] == seeds[1]:
         fail("seeds", seeds, "expected two different seeds, one per run")
+    for seed in seeds:
+        check_independent_start(x_T, seed)
     ts = timesteps(schedule.T, steps, strategy)
     first_sigma_ab = (
         float(schedule.alpha_bar[ts[0]]),

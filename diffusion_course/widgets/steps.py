@@ -8,6 +8,7 @@ import torch
 
 from .. import viz
 from .._checks import check_choice, check_float, check_image_batch, check_int
+from ..experiments import check_independent_start
 from ..sampling import STRATEGIES, ddim_sample, timesteps, visits_last
 from .core import App, make_app
 
@@ -36,6 +37,8 @@ def steps_app(
     strategy = check_choice("strategy", strategy, STRATEGIES)
     eta = check_float("eta", eta, low=0.0)
     seed = check_int("seed", seed)
+    if eta > 0:
+        check_independent_start(x_T, seed)
     T = schedule.T
     sqrt_ab = schedule.alpha_bar.sqrt().numpy()
     cache: dict[tuple[int, str], torch.Tensor] = {}

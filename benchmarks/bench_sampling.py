@@ -1,0 +1,240 @@
+"""Sampling benchmarks on the shipped MNIST model; results go to docs/benchmarks/sampling.md.
+
+1. **Sampler overhead**: DDIM (η = 0 and η = 1) with S steps at batch 8 against the same S bare model calls
+   (same inputs, no sampler arithmetic), on the CPU. Target: ≤ 1.05×.
+2. **DDIM-50 vs DDPM-1000**: FD (course classifier features, against the 500 held-out digits) of ``--samples``
+   samples from the same x_T and labels. Target: DDIM-50's FD within 10 % of DDPM-1000's.
+3. **The η ordering of DDIM Table 1** at ≤ 50 steps: FD for η ∈ {0, 0.2, 0.5, 1} × S ∈ {10, 20, 50} from the
+   same x_T; target: η = 0 best in every column.
+
+Usage (the whole run takes about an hour of CPU time with 500 samples)::
+
+    .venv/bin/python benchmarks/bench_sampling.py --samples 500 --out /tmp/sampling.json
+
+The script prints a Markdown report and writes the raw numbers as JSON; the report in
+docs/benchmarks/sampling.md is that output plus notes on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from diffusion_course import make_schedule
+from diffusion_course.checkpoints import load_checkpoint
+from diffusion_course.data import load_mnist
+from diffusion_course.experiments import eta_steps_table
+from diffusion_course.metrics import classifier_features, frechet_distance, label_accuracy
+from diffusion_course.sampling import ddim_sample, ddpm_sample, timesteps
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+@torch.no_grad()
+def bare_calls(model, x, ts, labels) -> None:
+    """The model calls a sampler makes, without the sampler: one ε per listed t on the same x."""
+    for t in ts.tolist():
+        model(x, torch.full((x.shape[0],), t, dtype=torch.long), labels=labels)
+
+
+def overhead(model, schedule, batch: int, steps: int, repeats: int) -> dict:
+    """Median and minimum wall-clock time of each variant over ``repeats`` interleaved rounds."""
+    x_T = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(12345))
+    labels = torch.arange(batch) % 10
+    ts = timesteps(schedule.T, steps)
+    variants = {
+        "bare model calls": lambda: bare_calls(model, x_T, ts, labels),
+        "DDIM η=0": lambda: ddim_sample(model, x_T, schedule, ts, eta=0.0, labels=labels),
+        "DDIM η=1": lambda: ddim_sample(
+            model, x_T, schedule, ts, eta=1.0, labels=labels, generator=torch.Generator().manual_seed(1)
+        ),
+    }
+    times = {name: [] for name in variants}
+    for fn in variants.values():  # warm-up
+        fn()
+    for _ in range(repeats):
+        for name, fn in variants.items():  # interleaved, so a busy spell hits every variant alike
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    bare = times["bare model calls"]
+    out = {"batch": batch, "steps": steps, "repeats": repeats, "seconds": times}
+    for name, ts_ in times.items():
+        out[name] = {
+            "median_s": statistics.median(ts_),
+            "min_s": min(ts_),
+            "ratio_median": statistics.median(ts_) / statistics.median(bare),
+            "ratio_min": min(ts_) / min(bare),
+        }
+    return out
+
+
+def sample_in_chunks(fn, x_T, labels, chunk: int, generator=None):
+    out = []
+    for lo in range(0, x_T.shape[0], chunk):
+        out.append(fn(x_T[lo : lo + chunk], labels[lo : lo + chunk], generator))
+    return torch.cat(out)
+
+
+def quality(model, schedule, classifier, n: int, chunk: int, ddpm_steps: int = 1000) -> dict:
+    real, _ = load_mnist("heldout")
+    train, _ = load_mnist("train")
+    real_features = classifier_features(classifier, real)
+    # the training split is sorted by label: every k-th digit is a class-balanced subset of n real digits
+    floor = frechet_distance(classifier_features(classifier, train[:: len(train) // n][:n]), real_features)
+    x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(12345))  # not a sampler seed
+    labels = torch.arange(n) % 10
+    accuracies = []
+
+    def fd(samples):
+        accuracies.append(label_accuracy(classifier, samples, labels))
+        return frechet_distance(classifier_features(classifier, samples), real_features)
+
+    start = time.perf_counter()
+    table = eta_steps_table(
+        model, x_T, schedule, [0.0, 0.2, 0.5, 1.0], [10, 20, 50], fd, labels=labels, batch_size=chunk,
+        metric_name=f"FD ({n} samples)", progress=True,
+    )  # fmt: skip
+    table_seconds = time.perf_counter() - start
+
+    ddpm_ts = timesteps(schedule.T, ddpm_steps)
+    ddpm = lambda x, y, g: ddpm_sample(model, x, schedule, ddpm_ts, labels=y, generator=g, progress=True)  # noqa: E731
+    start = time.perf_counter()
+    samples = sample_in_chunks(ddpm, x_T, labels, chunk, torch.Generator().manual_seed(0))
+    ddpm_seconds = time.perf_counter() - start
+    ddpm_fd = fd(samples)
+    ddim50 = table.value(0.0, 50)
+    return {
+        "samples": n,
+        "fd_floor_train_vs_heldout": floor,
+        "table": {
+            "etas": table.etas,
+            "steps": table.steps,
+            "fd": table.values.tolist(),
+            "accuracy": torch.tensor(accuracies[:-1]).view(len(table.etas), len(table.steps)).tolist(),
+            "seconds_per_sample": table.seconds.tolist(),
+            "text": table.format(),
+        },
+        "table_wall_s": table_seconds,
+        "ddpm_steps": ddpm_steps,
+        "ddpm1000": {"fd": ddpm_fd, "accuracy": accuracies[-1], "seconds_per_sample": ddpm_seconds / n},
+        "ddim50": {"fd": ddim50, "accuracy": accuracies[2], "seconds_per_sample": table.seconds[0, 2].item()},
+        "ddim50_vs_ddpm1000_relative": (ddim50 - ddpm_fd) / ddpm_fd,
+        "eta0_best_per_column": [
+            bool(table.values[0, j] == table.values[:, j].min()) for j in range(len(table.steps))
+        ],
+        "monotone_in_eta_per_column": [
+            bool((table.values[1:, j] > table.values[:-1, j]).all()) for j in range(len(table.steps))
+        ],
+    }
+
+
+def report(results: dict) -> str:
+    m, o = results["machine"], results["overhead"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} with "
+        f"{m['torch_threads']} threads, Python {m['python']}; load average at start "
+        f"{m['load_average_start']}, at end {results['load_average_end']}.",
+        "",
+        f"### Sampler overhead (batch {o['batch']}, {o['steps']} steps, {o['repeats']} interleaved rounds)",
+        "",
+        "| variant | median s | min s | median / bare | min / bare |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("bare model calls", "DDIM η=0", "DDIM η=1"):
+        r = o[name]
+        lines.append(
+            f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['ratio_median']:.3f} "
+            f"| {r['ratio_min']:.3f} |"
+        )
+    q = results.get("quality")
+    if q:
+        t = q["table"]
+        lines += [
+            "",
+            f"### Quality ({q['samples']} samples, FD against the 500 held-out digits; floor = FD of "
+            f"{q['samples']} class-balanced training digits against them: "
+            f"{q['fd_floor_train_vs_heldout']:.2f})",
+            "",
+            "| sampler | FD | label accuracy | s per sample |",
+            "|---|---|---|---|",
+            f"| DDPM-{q['ddpm_steps']} | {q['ddpm1000']['fd']:.2f} | {q['ddpm1000']['accuracy']:.3f} | "
+            f"{q['ddpm1000']['seconds_per_sample']:.4f} |",
+            f"| DDIM-50 (η=0) | {q['ddim50']['fd']:.2f} | {q['ddim50']['accuracy']:.3f} | "
+            f"{q['ddim50']['seconds_per_sample']:.4f} |",
+            "",
+            f"DDIM-50 vs DDPM-{q['ddpm_steps']}: {100 * q['ddim50_vs_ddpm1000_relative']:+.1f} % FD; "
+            f"measured speed-up "
+            f"{q['ddpm1000']['seconds_per_sample'] / q['ddim50']['seconds_per_sample']:.1f}×.",
+            "",
+            "| η \\ steps | " + " | ".join(str(s) for s in t["steps"]) + " |",
+            "|---|" + "---|" * len(t["steps"]),
+        ]
+        for eta, fds, accs in zip(t["etas"], t["fd"], t["accuracy"]):
+            cells = " | ".join(f"{f:.2f} ({a:.3f})" for f, a in zip(fds, accs))
+            lines.append(f"| {eta:g} | {cells} |")
+        lines += [
+            "",
+            "FD (label accuracy). η = 0 best per column: "
+            + ", ".join(f"S={s}: {b}" for s, b in zip(t["steps"], q["eta0_best_per_column"]))
+            + "; FD increasing with η per column: "
+            + ", ".join(f"S={s}: {b}" for s, b in zip(t["steps"], q["monotone_in_eta_per_column"]))
+            + ".",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=500, help="samples for the FD comparisons")
+    parser.add_argument("--chunk", type=int, default=250, help="sampling batch size for the FD runs")
+    parser.add_argument("--overhead-batch", type=int, default=8)
+    parser.add_argument("--overhead-steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--ddpm-steps", type=int, default=1000, help="DDPM steps (1000 = all; fewer: smoke test)"
+    )
+    parser.add_argument("--skip-quality", action="store_true", help="only the overhead measurement")
+    parser.add_argument("--out", default=None, help="write the raw results as JSON here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    model, info = load_checkpoint("mnist-cond", device="cpu")
+    classifier, _ = load_checkpoint("mnist-classifier", device="cpu")
+    schedule = make_schedule(info["schedule"]["name"], info["schedule"]["T"])
+    results = {"machine": machine(), "checkpoint_step": info.get("step")}
+    results["overhead"] = overhead(model, schedule, args.overhead_batch, args.overhead_steps, args.repeats)
+    if not args.skip_quality:
+        results["quality"] = quality(model, schedule, classifier, args.samples, args.chunk, args.ddpm_steps)
+    results["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
