@@ -10,6 +10,9 @@ import torch
 
 pytest.importorskip("diffusers")
 
+# diffusers' schedulers call np.array() on torch tensors, which newer numpy flags; harmless here
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 import diffusers  # noqa: E402
 
 from diffusion_course import linear_schedule, scaled_linear_schedule  # noqa: E402
