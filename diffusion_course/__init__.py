@@ -14,11 +14,14 @@ from .schedules import NoiseSchedule, cosine_schedule, linear_schedule, make_sch
 __version__ = "0.1.0"
 
 _SUBMODULES = {
+    "bridge",
     "checkpoints",
     "cli",
     "configs",
     "data",
     "exercises",
+    "experiments",
+    "interpolation",
     "metrics",
     "models",
     "oracle",
