@@ -111,9 +111,10 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Even at η = 1 the fresh share is small early on (the big jumps at high noise keep most of ε̂) and reaches
-# its largest values near the data. On consecutive steps, η = 1 must give exactly DDPM's β̃_t
-# (`schedule.posterior_variance`):
+# σ itself shrinks towards the data, but as a share of the noise budget the fresh noise is large: at η = 1 on
+# this 20-step grid, every step replaces 40–74 % of the noise variance with new noise (most at both ends). The
+# share scales with η², so at η = 0.5 it is a quarter of that, and at η = 0 the noise part is the model's ε̂
+# alone. On consecutive steps, η = 1 must give exactly DDPM's β̃_t (`schedule.posterior_variance`):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -315,11 +316,15 @@ for eta in (0.0, 1.0):
 assert variance[0.0] == 0.0 < 0.05 < mistaken[0.0]  # η = 0 looks "random" when x_T is redrawn
 
 # %% [markdown]
-# The wrong measurement reports a large variance **at η = 0**, where the sampler has no randomness at all, and
-# about the same number at η = 1. What it measures is how different *digits of the same class* are: the spread
-# of the model's whole distribution p(x_0 | label), which every η is supposed to reproduce. The x_T → x_0 map
-# of DDIM η = 0 is deterministic, but x_T itself is random; redrawing it per run mixes that randomness into
-# the number and hides the one thing η controls, the randomness *given* the start.
+# The wrong measurement reports a large variance **at η = 0**, where the sampler has no randomness at all. What
+# it measures is how different *digits of the same class* are: the spread of the model's whole distribution
+# p(x_0 | label), which every η is supposed to reproduce (it says nothing about η). The x_T → x_0 map of DDIM
+# η = 0 is deterministic, but x_T itself is random; redrawing it per run mixes that randomness into the number
+# and hides the one thing η controls, the randomness *given* the start.
+#
+# Note also how close the two columns are at η = 1: DDPM's fresh noise makes the image almost independent of
+# x_T, so runs from one x_T differ about as much as runs from different ones. The correct measurement moves
+# from 0 (the image is a function of x_T) towards that level (x_T is forgotten) as η goes from 0 to 1.
 #
 # (Two more ways to fool yourself: reuse one generator seed for every run, which makes even η = 1 look
 # deterministic, and compute the variance over the pixels of one image instead of across runs. The checker of
