@@ -15,7 +15,9 @@ AdamW, the EMA update; bf16 autocast and channels-last on CUDA as in the trainer
 
 Per model: ``warmup`` steps untimed, then ``rounds`` timed windows of ``steps`` steps each; the reported
 throughput is the median over windows of batch × steps / seconds (CUDA is synchronised at window edges).
-Prints a Markdown table, the machine and the load average before and after (a shared machine shows it).
+"Images per CPU-second" divides by this process's CPU time instead: on a shared CPU it is closer to what an
+idle machine gives than the wall-clock rate (on CUDA it means little). Prints a Markdown table, the machine
+and the load average before and after (a shared machine shows it).
 """
 
 from __future__ import annotations
@@ -73,20 +75,21 @@ def make_step(model: nn.Module, images, labels, batch: int, device: torch.device
     return step
 
 
-def measure(step, device: torch.device, batch: int, warmup: int, steps: int, rounds: int) -> list[float]:
-    """Images per second of each timed window."""
+def measure(step, device: torch.device, batch: int, warmup: int, steps: int, rounds: int):
+    """Images per wall-clock second and per CPU second (this process, all threads) of each timed window."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         step()
     sync()
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(steps):
             step()
         sync()
         rates.append(batch * steps / (time.perf_counter() - start))
-    return rates
+        cpu_rates.append(batch * steps / (time.process_time() - cpu_start))
+    return rates, cpu_rates
 
 
 def main() -> None:
@@ -112,19 +115,19 @@ def main() -> None:
     )
     print(f"load average before: {_load()}")
     print()
-    print("| model | parameters | images/s (median) | windows | s per step |")
-    print("|---|---|---|---|---|")
+    print("| model | parameters | images/s (median) | windows | s per step | images per CPU-second |")
+    print("|---|---|---|---|---|---|")
     for key in args.models:
         label, build = MODELS[key]
         torch.manual_seed(0)
         model = build()
         step = make_step(model, images, labels, args.batch, device)
-        rates = measure(step, device, args.batch, args.warmup, args.steps, args.rounds)
+        rates, cpu_rates = measure(step, device, args.batch, args.warmup, args.steps, args.rounds)
         median = statistics.median(rates)
         shown = ", ".join(f"{r:.0f}" for r in rates)
         print(
             f"| {key}: {label} | {count_parameters(model):,} | {median:.0f} | {shown} "
-            f"| {args.batch / median:.2f} |",
+            f"| {args.batch / median:.2f} | {statistics.median(cpu_rates):.0f} |",
             flush=True,
         )
     print()
