@@ -32,6 +32,8 @@ over all its non-batch dimensions (per sample, not over the batch). φ = 0 leave
 σ(ε̂) = σ(ε_c) exactly for every sample. This is **not** the same as matching the std of x̂₀: x̂₀ =
 (x_t − √(1−ᾱ_t) ε)/√ᾱ_t shares the x_t term between the two branches, so its std is not proportional to
 the std of ε. Where σ(ε̃) = 0 (a constant prediction) there is nothing to rescale and the factor is 1.
+For an ε-model at high noise ε ≈ x_t, so σ(ε̃) ≈ σ(ε_c) and this rescale changes little, while the x̂₀ that
+ε̃ implies is far too spread out (notebook 07 measures both).
 
 Scale: any finite real number is allowed. s ∈ (0, 1) interpolates between unconditional and conditional;
 s < 0 guides *away* from the class ("negative guidance"); NaN or ±inf raise ValueError.
