@@ -301,7 +301,8 @@ assert max(step_differences.values()) < 1e-4
 
 # %%
 oracle = GaussianMixtureOracle(mixture, schedule)
-x_start = schedule.q_sample(mixture.sample(500, generator=torch.Generator().manual_seed(4)).double(), 99)
+g = torch.Generator().manual_seed(4)
+x_start = schedule.q_sample(mixture.sample(500, generator=g).double(), 99, generator=g)
 consecutive = torch.arange(99, -1, -1)
 out_ddpm = ddpm_sample(oracle, x_start, schedule, consecutive, generator=torch.Generator().manual_seed(5))
 out_ddim = ddim_sample(
