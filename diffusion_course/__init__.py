@@ -19,6 +19,7 @@ _SUBMODULES = {
     "cli",
     "configs",
     "data",
+    "evaluation",
     "exercises",
     "experiments",
     "interpolation",

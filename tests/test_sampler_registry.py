@@ -20,6 +20,9 @@ def test_run_sampler_matches_a_direct_call():
     assert torch.equal(a, b)
     assert {"ddpm", "ddim"} <= set(SAMPLERS)
     assert nfe("ddim", 50) == 50
+    import diffusion_course.sampling  # noqa: F401  (registers the solvers)
+
+    assert nfe("heun", 10) == 19 and nfe("dpmpp2m", 10) == 10  # Heun's last step has no correction
 
 
 def test_run_sampler_errors():

@@ -20,22 +20,24 @@ from .timesteps import timesteps as make_timesteps
 SAMPLERS: dict[str, Callable] = {"ddpm": ddpm_sample, "ddim": ddim_sample}
 # Options each sampler understands beyond the shared ones (labels, generator, progress, …).
 SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {"ddpm": ("variance", "clip_x0"), "ddim": ("eta", "clip_x0")}
-# Model evaluations per step (Heun-type solvers use two).
-EVALS_PER_STEP: dict[str, int] = {"ddpm": 1, "ddim": 1}
+# ε-model evaluations of a run of ``steps`` steps (one per step unless the sampler says otherwise).
+NFE_OF_STEPS: dict[str, Callable[[int], int]] = {"ddpm": lambda steps: steps, "ddim": lambda steps: steps}
 
 
-def register_sampler(name: str, fn: Callable, options: tuple[str, ...] = (), evals_per_step: int = 1) -> None:
-    """Add a sampler under ``name`` (used by the solvers module)."""
+def register_sampler(
+    name: str, fn: Callable, options: tuple[str, ...] = (), nfe_of_steps: Callable[[int], int] | None = None
+) -> None:
+    """Add a sampler under ``name`` (used by the solvers module); ``nfe_of_steps(steps)`` counts its calls."""
     SAMPLERS[name] = fn
     SAMPLER_OPTIONS[name] = tuple(options)
-    EVALS_PER_STEP[name] = evals_per_step
+    NFE_OF_STEPS[name] = nfe_of_steps or (lambda steps: steps)
 
 
 def nfe(name: str, steps: int) -> int:
     """Number of ε-model evaluations of ``steps`` steps of sampler ``name`` (per guidance branch)."""
     if name not in SAMPLERS:
         fail("sampler", name, f"known samplers are {', '.join(sorted(SAMPLERS))}")
-    return EVALS_PER_STEP[name] * steps
+    return NFE_OF_STEPS[name](check_int("steps", steps, low=1))
 
 
 def run_sampler(

@@ -51,7 +51,7 @@ from .common import (
     predict_x0,
     sample_loop,
 )
-from .registry import register_sampler
+from .registry import SAMPLERS, nfe, register_sampler
 
 __all__ = [
     "dpmpp_2m_coefficients",
@@ -311,12 +311,11 @@ def heun_sample(
 
 
 def solver_nfe(name: str, steps: int) -> int:
-    """ε-model evaluations of ``steps`` steps: N for "euler", "dpmpp2m", "ddim", "ddpm"; 2N − 1 for "heun"."""
-    if name == "heun":
-        return 2 * steps - 1
-    if name in ("euler", "dpmpp2m", "ddim", "ddpm"):
-        return steps
-    fail("name", name, "one of 'ddpm', 'ddim', 'euler', 'heun', 'dpmpp2m'")
+    """ε-model evaluations of ``steps`` steps: N for "euler", "dpmpp2m", "ddim", "ddpm"; 2N − 1 for "heun"
+    (its last step, to σ = 0, skips the correction). The count lives in the sampler registry."""
+    if name not in SAMPLERS:
+        fail("name", name, f"one of {', '.join(map(repr, sorted(SAMPLERS)))}")
+    return nfe(name, steps)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -352,6 +351,6 @@ def _check_step(x_t, other, alpha_bar_t, alpha_bar_prev, name: str = "eps") -> N
         fail("alpha_bar_prev", ab_prev, f"must be ≥ alpha_bar_t={ab_t} (a step towards the data)")
 
 
-register_sampler("dpmpp2m", dpmpp_2m_sample, (), 1)
-register_sampler("euler", euler_sample, (), 1)
-register_sampler("heun", heun_sample, (), 2)
+register_sampler("dpmpp2m", dpmpp_2m_sample, ())
+register_sampler("euler", euler_sample, ())
+register_sampler("heun", heun_sample, (), lambda steps: 2 * steps - 1)
