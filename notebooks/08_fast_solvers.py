@@ -433,9 +433,13 @@ for name, nfe in tqdm([(n, f) for n in samplers for f in model_nfe_list], desc="
     model_time[(name, nfe)] = seconds
     model_samples[(name, nfe)] = out.cpu()
 euler_5 = euler_sample(model, x_T, schedule, timesteps(schedule.T, 5), labels=labels).cpu()
-print(
-    f"max |Euler − DDIM| with the model, 5 steps: {(euler_5 - model_samples[('DDIM', 5)]).abs().max().item():.1e}"
-)
+gap = (euler_5 - model_samples[("DDIM", 5)]).abs().max().item()
+print(f"max |Euler − DDIM| with the model, 5 steps: {gap:.1e}")
+print(f"FD of {n_model} samples to the held-out digits ({n_model} real digits: {real_fd:.1f})")
+for name in samplers:
+    print(
+        f"{name:<18}" + "".join(f"  NFE {n:>2}: {fd:7.1f}" for n, fd in zip(model_nfe[name], model_fd[name]))
+    )
 
 # %%
 assert torch.allclose(euler_5, model_samples[("DDIM", 5)], atol=1e-3)
@@ -523,10 +527,10 @@ for name, nfe in [("DDIM", 50), ("DPM-Solver++(2M)", 20)]:
         out, seconds, fd = run(samplers[name], nfe)
         table.append((name, nfe, fd, seconds, "measured"))
 table.append(("distilled", "1-8", math.nan, math.nan, "no distilled model in this course"))
-table.append(("real digits", "-", real_fd, math.nan, "training digits, same n: the small-n floor"))
 for nfe in [4, 8]:
     out, seconds, fd = run(dpmpp_2m_sample, nfe)
     table.append(("DPM-Solver++(2M)", nfe, fd, seconds, "in place of distillation"))
+table.append(("real digits", "-", real_fd, math.nan, "training digits, same n: the small-n floor"))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
