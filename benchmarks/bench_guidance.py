@@ -18,13 +18,12 @@ rounds. Results go to stdout as a Markdown table, for docs/benchmarks/guidance.m
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from machine import describe, load_average
 
 from diffusion_course.checkpoints import load_checkpoint
 from diffusion_course.configs import get_config
@@ -92,8 +91,8 @@ def main() -> None:
 
     model, source = load_model()
     print(f"model: {source}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {_cpu_name()}")
-    print(f"load average before: {_load()}")
+    print(f"machine: {describe()}")
+    print(f"load average before: {load_average()}")
     print()
     print("| batch | unguided step (ms) | CFG step, one 2B call (ms) | ratio | two B calls (ms) | ratio |")
     print("|---|---|---|---|---|---|")
@@ -105,24 +104,7 @@ def main() -> None:
             f"| {ms['two calls']:.1f} | {t['two calls'] / t['unguided']:.2f}× |"
         )
     print()
-    print(f"load average after: {_load()}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 
 import torch
+from machine import describe, load_average
 
 from diffusion_course import make_schedule
 from diffusion_course.checkpoints import load_checkpoint
@@ -35,20 +34,7 @@ from diffusion_course.sampling import ddim_sample, ddpm_sample, timesteps
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
+    return {"description": describe(), "load_average_start": load_average()}
 
 
 @torch.no_grad()
@@ -153,9 +139,8 @@ def quality(model, schedule, classifier, n: int, chunk: int, ddpm_steps: int = 1
 def report(results: dict) -> str:
     m, o = results["machine"], results["overhead"]
     lines = [
-        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} with "
-        f"{m['torch_threads']} threads, Python {m['python']}; load average at start "
-        f"{m['load_average_start']}, at end {results['load_average_end']}.",
+        f"Machine: {m['description']}; load average at start {m['load_average_start']}, "
+        f"at end {results['load_average_end']}.",
         "",
         f"### Sampler overhead (batch {o['batch']}, {o['steps']} steps, {o['repeats']} interleaved rounds)",
         "",
@@ -229,7 +214,7 @@ def main(argv=None) -> None:
     results["overhead"] = overhead(model, schedule, args.overhead_batch, args.overhead_steps, args.repeats)
     if not args.skip_quality:
         results["quality"] = quality(model, schedule, classifier, args.samples, args.chunk, args.ddpm_steps)
-    results["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    results["load_average_end"] = load_average()
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -25,12 +25,11 @@ Results go to stdout as Markdown.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from machine import describe, load_average
 
 from diffusion_course.metrics import classifier_features, frechet_distance, sliced_w2
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
@@ -54,13 +53,6 @@ NFES = [4, 5, 6, 8, 10, 15, 20, 50]
 def steps_for(name: str, nfe: int) -> int:
     """Most steps within ``nfe`` evaluations (Heun: 2N − 1 evaluations for N steps)."""
     return (nfe + 1) // 2 if name == "heun" else nfe
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
 
 
 # --------------------------------------------------------------------------------------------------- oracle
@@ -235,7 +227,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"Machine: {machine()}\n")
+    print(f"Machine: {describe()}; load average {load_average()}\n")
     if args.part in ("oracle", "all"):
         oracle_part(args.points)
     if args.part in ("model", "all"):

@@ -23,13 +23,11 @@ and the load average before and after (a shared machine shows it).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from machine import describe, load_average
 from torch import nn
 
 from diffusion_course.configs import get_config
@@ -109,11 +107,11 @@ def main() -> None:
 
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     print(f"device: {device}{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_name()}")
+    print(f"machine: {describe()}")
     print(
         f"batch {args.batch}; {args.warmup} warm-up steps, then {args.rounds} windows of {args.steps} steps"
     )
-    print(f"load average before: {_load()}")
+    print(f"load average before: {load_average()}")
     print()
     print("| model | parameters | images/s (median) | windows | s per step | images per CPU-second |")
     print("|---|---|---|---|---|---|")
@@ -131,24 +129,7 @@ def main() -> None:
             flush=True,
         )
     print()
-    print(f"load average after: {_load()}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":
