@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe, load_average
 
 from diffusion_course.checkpoints import load_checkpoint
 from diffusion_course.configs import get_config
 from diffusion_course.sampling import CFG, ddim_step, guided_eps
 from diffusion_course.schedules import linear_schedule
+
+from machine import describe, load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,6 @@ import statistics
 import time
 
 import torch
-from machine import describe, load_average
 
 from diffusion_course import make_schedule
 from diffusion_course.checkpoints import load_checkpoint
@@ -31,6 +30,8 @@ from diffusion_course.data import load_mnist
 from diffusion_course.experiments import eta_steps_table
 from diffusion_course.metrics import classifier_features, frechet_distance, label_accuracy
 from diffusion_course.sampling import ddim_sample, ddpm_sample, timesteps
+
+from machine import describe, load_average
 
 
 def machine() -> dict:
@@ -45,16 +46,30 @@ def bare_calls(model, x, ts, labels) -> None:
 
 
 def overhead(model, schedule, batch: int, steps: int, repeats: int) -> dict:
-    """Median and minimum wall-clock time of each variant over ``repeats`` interleaved rounds."""
+    """Median and minimum wall-clock time of each variant over ``repeats`` interleaved rounds.
+
+    Besides the full samplers and the bare model calls, the samplers run once more with a constant ε-model
+    (no network): that time is the sampler's own arithmetic, the overhead itself, measured directly instead
+    of as a small difference of two large noisy times.
+    """
     x_T = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(12345))
     labels = torch.arange(batch) % 10
     ts = timesteps(schedule.T, steps)
+    eps_const = torch.randn(x_T.shape, generator=torch.Generator().manual_seed(2))
+
+    def constant_eps(x, t, labels=None):
+        return eps_const
+
+    def ddim(eps_model, eta):
+        generator = torch.Generator().manual_seed(1)
+        return lambda: ddim_sample(eps_model, x_T, schedule, ts, eta=eta, labels=labels, generator=generator)
+
     variants = {
         "bare model calls": lambda: bare_calls(model, x_T, ts, labels),
-        "DDIM η=0": lambda: ddim_sample(model, x_T, schedule, ts, eta=0.0, labels=labels),
-        "DDIM η=1": lambda: ddim_sample(
-            model, x_T, schedule, ts, eta=1.0, labels=labels, generator=torch.Generator().manual_seed(1)
-        ),
+        "DDIM η=0": ddim(model, 0.0),
+        "DDIM η=1": ddim(model, 1.0),
+        "DDIM η=0, constant ε (sampler alone)": ddim(constant_eps, 0.0),
+        "DDIM η=1, constant ε (sampler alone)": ddim(constant_eps, 1.0),
     }
     times = {name: [] for name in variants}
     for fn in variants.values():  # warm-up
@@ -73,6 +88,9 @@ def overhead(model, schedule, batch: int, steps: int, repeats: int) -> dict:
             "ratio_median": statistics.median(ts_) / statistics.median(bare),
             "ratio_min": min(ts_) / min(bare),
         }
+    for eta in ("0", "1"):
+        alone = out[f"DDIM η={eta}, constant ε (sampler alone)"]["median_s"]
+        out[f"overhead_eta{eta}"] = 1 + alone / statistics.median(bare)
     return out
 
 
@@ -83,13 +101,13 @@ def sample_in_chunks(fn, x_T, labels, chunk: int, generator=None):
     return torch.cat(out)
 
 
-def quality(model, schedule, classifier, n: int, chunk: int, ddpm_steps: int = 1000) -> dict:
+def quality(model, schedule, classifier, n, chunk, ddpm_steps=1000, seed=12345, noise_seed=0) -> dict:
     real, _ = load_mnist("heldout")
     train, _ = load_mnist("train")
     real_features = classifier_features(classifier, real)
     # the training split is sorted by label: every k-th digit is a class-balanced subset of n real digits
     floor = frechet_distance(classifier_features(classifier, train[:: len(train) // n][:n]), real_features)
-    x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(12345))  # not a sampler seed
+    x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
     labels = torch.arange(n) % 10
     accuracies = []
 
@@ -107,12 +125,14 @@ def quality(model, schedule, classifier, n: int, chunk: int, ddpm_steps: int = 1
     ddpm_ts = timesteps(schedule.T, ddpm_steps)
     ddpm = lambda x, y, g: ddpm_sample(model, x, schedule, ddpm_ts, labels=y, generator=g, progress=True)  # noqa: E731
     start = time.perf_counter()
-    samples = sample_in_chunks(ddpm, x_T, labels, chunk, torch.Generator().manual_seed(0))
+    samples = sample_in_chunks(ddpm, x_T, labels, chunk, torch.Generator().manual_seed(noise_seed))
     ddpm_seconds = time.perf_counter() - start
     ddpm_fd = fd(samples)
     ddim50 = table.value(0.0, 50)
     return {
         "samples": n,
+        "seed": seed,
+        "noise_seed": noise_seed,
         "fd_floor_train_vs_heldout": floor,
         "table": {
             "etas": table.etas,
@@ -147,18 +167,24 @@ def report(results: dict) -> str:
         "| variant | median s | min s | median / bare | min / bare |",
         "|---|---|---|---|---|",
     ]
-    for name in ("bare model calls", "DDIM η=0", "DDIM η=1"):
+    for name in o["seconds"]:
         r = o[name]
         lines.append(
-            f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['ratio_median']:.3f} "
+            f"| {name} | {r['median_s']:.4f} | {r['min_s']:.4f} | {r['ratio_median']:.3f} "
             f"| {r['ratio_min']:.3f} |"
         )
+    lines += [
+        "",
+        f"Overhead = 1 + (sampler alone) / (bare model calls), medians: η=0 {o['overhead_eta0']:.4f}×, "
+        f"η=1 {o['overhead_eta1']:.4f}× (target ≤ 1.05×).",
+    ]
     q = results.get("quality")
     if q:
         t = q["table"]
         lines += [
             "",
-            f"### Quality ({q['samples']} samples, FD against the 500 held-out digits; floor = FD of "
+            f"### Quality ({q['samples']} samples, x_T seed {q['seed']}, DDPM noise seed {q['noise_seed']}; "
+            "FD against the 500 held-out digits; floor = FD of "
             f"{q['samples']} class-balanced training digits against them: "
             f"{q['fd_floor_train_vs_heldout']:.2f})",
             "",
@@ -201,6 +227,8 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--ddpm-steps", type=int, default=1000, help="DDPM steps (1000 = all; fewer: smoke test)"
     )
+    parser.add_argument("--seed", type=int, default=12345, help="seed of x_T for the FD runs")
+    parser.add_argument("--noise-seed", type=int, default=0, help="seed of DDPM's fresh noise")
     parser.add_argument("--skip-quality", action="store_true", help="only the overhead measurement")
     parser.add_argument("--out", default=None, help="write the raw results as JSON here")
     args = parser.parse_args(argv)
@@ -213,7 +241,9 @@ def main(argv=None) -> None:
     results = {"machine": machine(), "checkpoint_step": info.get("step")}
     results["overhead"] = overhead(model, schedule, args.overhead_batch, args.overhead_steps, args.repeats)
     if not args.skip_quality:
-        results["quality"] = quality(model, schedule, classifier, args.samples, args.chunk, args.ddpm_steps)
+        results["quality"] = quality(
+            model, schedule, classifier, args.samples, args.chunk, args.ddpm_steps, args.seed, args.noise_seed
+        )
     results["load_average_end"] = load_average()
     if args.out:
         with open(args.out, "w") as f:

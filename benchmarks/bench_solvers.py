@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe, load_average
 
 from diffusion_course.metrics import classifier_features, frechet_distance, sliced_w2
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
@@ -44,6 +43,8 @@ from diffusion_course.sampling import (
     timesteps,
 )
 from diffusion_course.schedules import linear_schedule
+
+from machine import describe, load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = {"ddim": ddim_sample, "euler": euler_sample, "heun": heun_sample, "dpmpp2m": dpmpp_2m_sample}

@@ -27,7 +27,6 @@ import statistics
 import time
 
 import torch
-from machine import describe, load_average
 from torch import nn
 
 from diffusion_course.configs import get_config
@@ -36,6 +35,8 @@ from diffusion_course.models import TinyUNet, count_parameters
 from diffusion_course.profiles import resolve_device
 from diffusion_course.schedules import linear_schedule
 from diffusion_course.training import EMA, diffusion_loss
+
+from machine import describe, load_average
 
 MODELS = {
     "tiny-quick": ("TinyUNet, 8 channels (notebook 02)", lambda: TinyUNet(base_channels=8, time_dim=32)),
