@@ -17,23 +17,9 @@ from diffusion_course.sampling import (
 )
 from diffusion_course.schedules import cosine_schedule, linear_schedule
 
+from exact_models import exact_eps_model
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def exact_eps_model(x0, schedule):
-    """The ε-model of the one-point distribution δ(x0): ε = (x_t − √ᾱ_t x0)/√(1−ᾱ_t)."""
-
-    def model(x, t):
-        ab = schedule.alpha_bar.to(x.dtype)[t].reshape(-1, *[1] * (x.ndim - 1))
-        return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-
-    return model
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_mixture_statistics(x, mixture, mean_tol=0.06, cov_tol=0.08, weight_tol=0.03):

@@ -19,13 +19,7 @@ from diffusion_course.sampling import (
 from diffusion_course.sampling.registry import SAMPLERS, run_sampler
 from diffusion_course.schedules import linear_schedule
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class AffineClassModel(nn.Module):

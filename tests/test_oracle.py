@@ -7,14 +7,7 @@ from diffusion_course.oracle import GaussianMixture, GaussianMixtureOracle, toy_
 from diffusion_course.sampling import predict_x0
 from diffusion_course.schedules import NoiseSchedule, cosine_schedule, linear_schedule
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: on a busy machine thread hand-offs cost more than the arithmetic
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian(mean, cov):

@@ -24,25 +24,12 @@ from diffusion_course.sampling import (
 from diffusion_course.sampling.registry import SAMPLERS, run_sampler
 from diffusion_course.schedules import cosine_schedule, linear_schedule
 
+from exact_models import exact_eps_model
+
 SOLVERS = {"euler": euler_sample, "heun": heun_sample, "dpmpp2m": dpmpp_2m_sample}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def exact_eps_model(x0, schedule):
-    """The ε-model of the one-point distribution δ(x0): x̂₀ ≡ x0 everywhere."""
-
-    def model(x, t):
-        ab = schedule.alpha_bar.to(x.dtype)[t].reshape(-1, *[1] * (x.ndim - 1))
-        return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-
-    return model
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_eps_model(mu, var, schedule):
