@@ -49,6 +49,7 @@ from machine import describe, load_average
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = {"ddim": ddim_sample, "euler": euler_sample, "heun": heun_sample, "dpmpp2m": dpmpp_2m_sample}
 NFES = [4, 5, 6, 8, 10, 15, 20, 50]
+REFERENCES = 8
 
 
 def steps_for(name: str, nfe: int) -> int:
@@ -98,17 +99,34 @@ def oracle_part(points: int) -> None:
         print(f"| {name}: mean ‖x − x_1000‖ | 0 | " + " | ".join(cells) + " |")
     print("\n(Heun's cells show the NFE actually used in brackets: 2N − 1.)\n")
 
-    print("Target: best solver within 10 % of its own 1000-step SW2 at ≤ 10 NFE\n")
-    print("| sampler | best SW2 at ≤ 10 NFE | at NFE | 1000-step SW2 | ratio |")
-    print("|---|---|---|---|---|")
+    # One reference sample puts the 1000-step SW2 anywhere in the metric's noise band, and a ratio divides by
+    # it: the target is judged on the mean over REFERENCES independent reference samples instead.
+    seeds = range(10, 10 + REFERENCES)
+    refs = [mixture.sample(points, generator=torch.Generator().manual_seed(k)) for k in seeds]
+    exact = mixture.sample(points, generator=torch.Generator().manual_seed(99))
+
+    def mean_sw2(x):
+        values = torch.tensor([sliced_w2(x, r) for r in refs])
+        return float(values.mean()), float(values.std() / REFERENCES**0.5)
+
+    print(f"Target: best solver within 10 % of its own 1000-step SW2 at ≤ 10 NFE (mean over {REFERENCES}")
+    print("reference samples ± its standard error; exact samples of the mixture for scale)\n")
+    floor_mean, floor_se = mean_sw2(exact)
+    print(f"Exact mixture samples: SW2 {floor_mean:.4f} ± {floor_se:.4f}\n")
+    print("| sampler | grid | NFE | SW2 | 1000-step SW2 | ratio |")
+    print("|---|---|---|---|---|---|")
     best_ratio = None
-    for name in SAMPLERS:
-        nfe, (used, sw2, _) = min(
-            ((n, rows[(name, n)]) for n in NFES if rows[(name, n)][0] <= 10), key=lambda item: item[1][1]
-        )
-        ratio = sw2 / full_sw2[name]
-        best_ratio = ratio if best_ratio is None else min(best_ratio, ratio)
-        print(f"| {name} | {sw2:.4f} | {used} | {full_sw2[name]:.4f} | {ratio:.2f} |")
+    for name, fn in SAMPLERS.items():
+        full_mean, _ = mean_sw2(full[name])
+        steps = steps_for(name, 10)
+        for strategy in ("trailing", "quadratic"):
+            value, se = mean_sw2(fn(oracle, x_T, schedule, timesteps(1000, steps, strategy)))
+            ratio = value / full_mean
+            best_ratio = ratio if best_ratio is None else min(best_ratio, ratio)
+            print(
+                f"| {name} | {strategy} | {solver_nfe(name, steps)} | {value:.4f} ± {se:.4f} "
+                f"| {full_mean:.4f} | {ratio:.2f} |"
+            )
     verdict = "met" if best_ratio <= 1.1 else "missed"
     print(f"\nBest ratio {best_ratio:.2f}: target (≤ 1.10) **{verdict}**.\n")
 
