@@ -383,6 +383,10 @@ assert oracle_sw2[("DPM-Solver++(2M)", "log")][4] < 1.5 * max(floors)
 # * Heun pays two evaluations per step, and its first step jumps from σ = 157 to σ ≈ 26 (t = 999 → 799 with 5
 #   steps, 9 NFE): the trapezoid's linear-in-σ assumption fails there. It catches up only when the steps get
 #   small. (On the "log" grid, whose first step goes from σ = 157 to σ ≈ 2, it is far worse; try it.)
+# * A grid can also break the multistep extrapolation. The `linspace` grid for 10 steps ends 222 → 111 → 0:
+#   the last step is 4.7 times longer in λ than the one before, so r ≈ 0.21 and the correction weight
+#   1/(2r) ≈ 2.4 overshoots; there DPM-Solver++(2M) is *worse* than DDIM (benchmark: SW2 0.40 vs 0.12).
+#   Multistep solvers want steps whose lengths in λ change slowly.
 # * Sliced W2 tells the same story at 5–15 NFE; below about 0.07 its differences are within the noise of
 #   the metric at this number of points (compare the noise floor).
 #
