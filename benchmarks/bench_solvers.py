@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from diffusion_course.checkpoints import load_checkpoint
+from diffusion_course.data import load_mnist
 from diffusion_course.metrics import classifier_features, frechet_distance, sliced_w2
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
 from diffusion_course.sampling import (
@@ -154,21 +156,34 @@ def sample_in_batches(fn, model, x_T, labels, schedule, steps, batch=100, strate
     return torch.cat(outs), (time.perf_counter() - start) / x_T.shape[0]
 
 
-def model_part(samples: int) -> None:
-    from diffusion_course.checkpoints import load_checkpoint
-    from diffusion_course.data import load_mnist
-
+def shipped_model_and_fd():
+    """The shipped ``mnist-cond`` model, its checkpoint info and schedule, and FD to the held-out digits;
+    None when the checkpoint is not there."""
     if not (ROOT / "data" / "checkpoints" / "mnist-cond.safetensors").is_file():
-        print("## Model\n\nNo data/checkpoints/mnist-cond.safetensors: model part skipped.\n")
-        return
+        return None
     model, info = load_checkpoint("mnist-cond", device="cpu")
     classifier, _ = load_checkpoint("mnist-classifier", device="cpu")
-    schedule = linear_schedule(info["schedule"]["T"])
     real = classifier_features(classifier, load_mnist("heldout")[0])
 
     def fd(x):
         return frechet_distance(classifier_features(classifier, x), real)
 
+    return model, info, linear_schedule(info["schedule"]["T"]), fd
+
+
+def real_digits_like(labels: torch.Tensor) -> torch.Tensor:
+    """Training digits with the given labels (the i-th of each class in turn): the small-n FD floor."""
+    train_images, train_labels = load_mnist("train")
+    pick = torch.stack([(train_labels == k).nonzero()[i // 10, 0] for i, k in enumerate(labels.tolist())])
+    return train_images[pick]
+
+
+def model_part(samples: int) -> None:
+    loaded = shipped_model_and_fd()
+    if loaded is None:
+        print("## Model\n\nNo data/checkpoints/mnist-cond.safetensors: model part skipped.\n")
+        return
+    model, info, schedule, fd = loaded
     print(f"## Model (mnist-cond, {info['num_parameters']:,} parameters, step {info.get('step')})\n")
     print(f"Target: FD(DPM-Solver++(2M)) ≤ FD(DDIM) at 10 NFE; {samples} samples per run, two x_T seeds.\n")
     print("| x_T seed | sampler | NFE | FD | ms / sample |")
@@ -186,9 +201,8 @@ def model_part(samples: int) -> None:
                 f"| {seed} | {name} | {used} | {results[(seed, name, nfe)]:.2f} | {1000 * per_sample:.1f} |"
             )
     met = all(results[(s, "dpmpp2m", 10)] <= results[(s, "ddim", 10)] for s in (0, 1))
-    train_images, train_labels = load_mnist("train")
-    pick = torch.stack([(train_labels == k).nonzero()[i // 10, 0] for i, k in enumerate(labels.tolist())])
-    print(f"| – | {samples} real training digits (small-n floor) | – | {fd(train_images[pick]):.2f} | – |")
+    floor = fd(real_digits_like(labels))
+    print(f"| – | {samples} real training digits (small-n floor) | – | {floor:.2f} | – |")
     print("\nOther grids at 10 NFE (x_T seed 0):\n")
     print("| strategy | DDIM FD | DPM-Solver++(2M) FD |")
     print("|---|---|---|")
@@ -203,20 +217,11 @@ def model_part(samples: int) -> None:
 
 
 def table_part(table_samples: int) -> None:
-    from diffusion_course.checkpoints import load_checkpoint
-    from diffusion_course.data import load_mnist
-
-    if not (ROOT / "data" / "checkpoints" / "mnist-cond.safetensors").is_file():
+    loaded = shipped_model_and_fd()
+    if loaded is None:
         print("## Sampler table\n\nNo data/checkpoints/mnist-cond.safetensors: skipped.\n")
         return
-    model, info = load_checkpoint("mnist-cond", device="cpu")
-    classifier, _ = load_checkpoint("mnist-classifier", device="cpu")
-    schedule = linear_schedule(info["schedule"]["T"])
-    real = classifier_features(classifier, load_mnist("heldout")[0])
-
-    def fd(x):
-        return frechet_distance(classifier_features(classifier, x), real)
-
+    model, _, schedule, fd = loaded
     print(f"## Sampler table ({table_samples} samples per row, same x_T, batches of 100):\n")
     print("| sampler | NFE | FD | ms / sample |")
     print("|---|---|---|---|")
@@ -229,11 +234,8 @@ def table_part(table_samples: int) -> None:
         x, per_sample = sample_in_batches(fns[name], model, x_T, labels, schedule, nfe, **kwargs)
         print(f"| {name} | {nfe} | {fd(x):.2f} | {1000 * per_sample:.1f} |")
     print("| distilled | 1–8 | — (no distilled model in the course) | — |")
-    train_images, train_labels = load_mnist("train")
-    pick = torch.stack([(train_labels == k).nonzero()[i // 10, 0] for i, k in enumerate(labels.tolist())])
-    print(
-        f"| {table_samples} real training digits (small-n floor) | – | {fd(train_images[pick]):.2f} | – |\n"
-    )
+    floor = fd(real_digits_like(labels))
+    print(f"| {table_samples} real training digits (small-n floor) | – | {floor:.2f} | – |\n")
 
 
 def main() -> None:
