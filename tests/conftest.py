@@ -8,7 +8,7 @@ import torch
 def one_thread():
     """Run a module's tests on one torch thread.
 
-    The sampler and oracle tests work on tiny tensors: on a busy 2-core machine thread hand-offs cost more
+    Most tests work on tiny tensors and tiny models: on a busy 2-core machine thread hand-offs cost more
     than the arithmetic. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
     """
     n = torch.get_num_threads()

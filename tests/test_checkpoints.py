@@ -17,14 +17,7 @@ from diffusion_course.checkpoints import (
 from diffusion_course.models import MLP, UNet
 from diffusion_course.schedules import linear_schedule
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CONFIG = dict(base_channels=8, channel_mults=(1, 2, 2), attention_resolutions=(7,), num_classes=10)

@@ -26,12 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"fd", "label_accuracy", "nfe", "seconds", "sampler", "steps", "eta", "guidance", "n", "seed"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

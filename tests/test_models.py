@@ -20,13 +20,7 @@ from diffusion_course.models import (
 T = 1000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL_UNET = dict(base_channels=8, channel_mults=(1, 2, 2), num_res_blocks=1, attention_resolutions=(7,))

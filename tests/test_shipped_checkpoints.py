@@ -20,12 +20,7 @@ from diffusion_course.training import classifier_accuracy
 SHIPPED = ("mnist-classifier", "toy2d", "mnist-cond")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_shipped_checkpoint_is_registered():
