@@ -1,7 +1,8 @@
 """Sampling benchmarks on the shipped MNIST model; results go to docs/benchmarks/sampling.md.
 
 1. **Sampler overhead**: DDIM (η = 0 and η = 1) with S steps at batch 8 against the same S bare model calls
-   (same inputs, no sampler arithmetic), on the CPU. Target: ≤ 1.05×.
+   (same inputs, no sampler arithmetic), on the CPU, and the same samplers around a constant ε-model (the
+   sampler's own arithmetic, measured directly). Target: ≤ 1.05×.
 2. **DDIM-50 vs DDPM-1000**: FD (course classifier features, against the 500 held-out digits) of ``--samples``
    samples from the same x_T and labels. Target: DDIM-50's FD within 10 % of DDPM-1000's.
 3. **The η ordering of DDIM Table 1** at ≤ 50 steps: FD for η ∈ {0, 0.2, 0.5, 1} × S ∈ {10, 20, 50} from the
