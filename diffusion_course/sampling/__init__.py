@@ -1,4 +1,7 @@
-"""Samplers: timestep grids, DDPM, DDIM (η, inversion) and the shared loop (see docs/SAMPLING.md)."""
+"""Samplers: timestep grids, DDPM, DDIM (η, inversion), fast solvers, UniPC and the shared loop.
+
+See docs/SAMPLING.md.
+"""
 
 from .common import (
     NonFiniteError,
@@ -20,6 +23,7 @@ from .ddim import (
     ddim_step,
 )
 from .ddpm import VARIANCES, ddpm_posterior, ddpm_sample, ddpm_step
+from .fitted_grid import FittedGrid, fit_timesteps, grid_loss
 from .guidance import CFG, CONVENTIONS, guided_eps, rescale_guided_eps, to_s
 from .solvers import (
     dpmpp_2m_coefficients,
@@ -35,12 +39,14 @@ from .solvers import (
     vp_sigma,
 )
 from .timesteps import STRATEGIES, timesteps, validate_timesteps, visits_last
+from .unipc import unipc_correct, unipc_predict, unipc_sample, unipc_weights
 
 __all__ = [
     "CFG",
     "CONVENTIONS",
     "NonFiniteError",
     "STRATEGIES",
+    "FittedGrid",
     "Trajectory",
     "VARIANCES",
     "call_eps_model",
@@ -63,6 +69,8 @@ __all__ = [
     "eps_from_x0",
     "euler_sample",
     "euler_step",
+    "fit_timesteps",
+    "grid_loss",
     "guided_eps",
     "half_log_snr",
     "heun_sample",
@@ -73,6 +81,10 @@ __all__ = [
     "solver_nfe",
     "timesteps",
     "to_s",
+    "unipc_correct",
+    "unipc_predict",
+    "unipc_sample",
+    "unipc_weights",
     "validate_timesteps",
     "visits_last",
     "vp_sigma",

@@ -1,0 +1,186 @@
+r"""UniPC (Zhao et al. 2023): a multistep predictor and a corrector that costs no extra ε-evaluation.
+
+Same frame as DPM-Solver++ (see :mod:`.solvers`): α = √ᾱ, s = √(1−ᾱ), λ = log(α/s), data prediction
+x̂₀ = (x − s ε)/α. From the state x at λ_t to λ_n = λ_t + h (h > 0, towards the data), with x̂₀ history
+m₀ (at λ_t) and m₁, m₂, … (the earlier steps, at λ_{t,k} = λ_t + r_k h, r_k < 0):
+
+    x_n = (s_n/s_t) x + α_n (1 − e^{−h}) m₀ − α_n B(h) Σ_k a_k D_k,      D_k = (m_k − m₀)/r_k,
+
+with B(h) = e^{−h} − 1 (the "bh2" variant). The weights a solve R a = b, the order conditions
+R_{ik} = r_k^{i−1} and b_i = i! φ_{i+1}(−h)/B(h), where φ_1(z) = (e^z − 1)/z and
+φ_{i+1}(z) = (φ_i(z) − 1/i!)/z (``unipc_weights``).
+
+* **UniP** (``unipc_predict``), order p: the p − 1 earlier predictions enter. Order 1 is the DDIM η = 0 /
+  first-order DPM-Solver++ step; order 2 uses a = ½ (as the paper does), and then
+  D = m₀ + (m₀ − m₁)/(2r) with r = −r₁ = h_before/h, **exactly DPM-Solver++(2M)**.
+* **UniC** (``unipc_correct``): once ε has been evaluated at the predicted x_n, its x̂₀ (m_n, at r = 1)
+  joins the difference table and the step from x is taken again, one order higher. The evaluation at the
+  predicted point is reused by the next predictor, so the corrector is free: one ε-evaluation per step.
+  After a first-order predictor the corrector is the exponential trapezoid,
+  x_n = (s_n/s_t) x + α_n (1 − e^{−h}) (m₀ + m_n)/2.
+
+The first steps have no history and run at the order the history allows; the last step goes to ᾱ = 1
+(h = ∞, s_n = 0) and is first order, x_0 = m₀ ("lower order final"), and the step before it is at most
+second order. Deterministic (``generator`` is accepted and unused).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._checks import check_int, fail
+from ..schedules import NoiseSchedule
+from .common import alpha_bar_at, check_sampler_inputs, predict_x0, sample_loop
+from .registry import register_sampler
+from .solvers import half_log_snr
+
+__all__ = ["unipc_correct", "unipc_predict", "unipc_sample", "unipc_weights"]
+
+MAX_ORDER = 3
+
+
+def unipc_weights(rks: list[float], h: float, corrector: bool) -> list[float]:
+    """Weights a of the differences D_k for one UniP (``corrector=False``) or UniC step.
+
+    ``rks`` are r_k = (λ_k − λ_t)/h of the earlier predictions (most recent first); the corrector appends
+    r = 1 for the prediction at the new point. Solves R a = b over the points used (``unipc_weights([], h,
+    False)`` is []: order 1 has no differences). With a single point (UniP-2, UniC-1) a = [½].
+    """
+    if not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
+        fail("h", h, "expected a finite step in λ > 0")
+    points = [float(r) for r in rks] + ([1.0] if corrector else [])
+    if not points:
+        return []
+    if len(points) == 1:  # UniP-2 and UniC-1: a = ½, as in the paper's and diffusers' code
+        return [0.5]
+    hh = -h
+    b, h_phi, factorial = [], math.expm1(hh) / hh - 1.0, 1.0
+    for i in range(1, len(points) + 1):
+        b.append(h_phi * factorial / math.expm1(hh))
+        factorial *= i + 1
+        h_phi = h_phi / hh - 1.0 / factorial
+    R = torch.tensor([[r ** (i - 1) for r in points] for i in range(1, len(points) + 1)], dtype=torch.float64)
+    return torch.linalg.solve(R, torch.tensor(b, dtype=torch.float64)).tolist()
+
+
+def _update(x, lams, preds, lam_n, alpha_bar_n, alpha_bar_t, weights, extra=None):
+    """x_n = (s_n/s_t) x + α_n (1 − e^{−h}) m₀ − α_n B(h) Σ_k a_k D_k (``extra`` = (r, m) of a new point)."""
+    lam_t, m0 = lams[0], preds[0]
+    s_ratio = math.sqrt((1.0 - alpha_bar_n) / (1.0 - alpha_bar_t))
+    alpha_n = math.sqrt(alpha_bar_n)
+    h = lam_n - lam_t
+    x_n = s_ratio * x + alpha_n * (-math.expm1(-h)) * m0
+    points = [((lam - lam_t) / h, m) for lam, m in zip(lams[1:], preds[1:])]
+    if extra is not None:
+        points.append(extra)
+    for a, (r, m) in zip(weights, points):
+        x_n = x_n - alpha_n * math.expm1(-h) * a * (m - m0) / r
+    return x_n
+
+
+def unipc_predict(
+    x: torch.Tensor,
+    lams: list[float],
+    preds: list[torch.Tensor],
+    alpha_bar_t: float,
+    alpha_bar_n: float,
+    order: int,
+) -> torch.Tensor:
+    """UniP of ``order``: from x at λ_t = ``lams[0]`` (ᾱ_t) to ᾱ_n, with x̂₀ predictions ``preds`` (most
+    recent first; ``order`` of them are used). To ᾱ_n = 1 it returns m₀ (first order, h = ∞)."""
+    order = check_int("order", order, low=1, high=MAX_ORDER)
+    if len(preds) < order or len(lams) < order:
+        fail("preds", len(preds), f"order {order} needs {order} x̂₀ predictions and their λ")
+    if alpha_bar_n >= 1.0:
+        return preds[0]
+    lam_n = half_log_snr(alpha_bar_n)
+    h = lam_n - lams[0]
+    if not h > 0:
+        fail("alpha_bar_n", alpha_bar_n, f"must be > alpha_bar_t={alpha_bar_t} (a step towards the data)")
+    rks = [(lam - lams[0]) / h for lam in lams[1:order]]
+    weights = unipc_weights(rks, h, corrector=False)
+    return _update(x, lams[:order], preds[:order], lam_n, alpha_bar_n, alpha_bar_t, weights)
+
+
+def unipc_correct(
+    x: torch.Tensor,
+    lams: list[float],
+    preds: list[torch.Tensor],
+    alpha_bar_t: float,
+    alpha_bar_n: float,
+    pred_n: torch.Tensor,
+    order: int,
+) -> torch.Tensor:
+    """UniC after a UniP of ``order``: the same step from x again, with the x̂₀ ``pred_n`` evaluated at the
+    predicted point joining the ``order`` predictions (order + 1 in all)."""
+    order = check_int("order", order, low=1, high=MAX_ORDER)
+    if len(preds) < order or len(lams) < order:
+        fail("preds", len(preds), f"order {order} needs {order} x̂₀ predictions and their λ")
+    if not alpha_bar_n < 1.0:
+        fail("alpha_bar_n", alpha_bar_n, "must be < 1: the corrector needs ε at the new point")
+    lam_n = half_log_snr(alpha_bar_n)
+    h = lam_n - lams[0]
+    if not h > 0:
+        fail("alpha_bar_n", alpha_bar_n, f"must be > alpha_bar_t={alpha_bar_t} (a step towards the data)")
+    rks = [(lam - lams[0]) / h for lam in lams[1:order]]
+    weights = unipc_weights(rks, h, corrector=True)
+    return _update(x, lams[:order], preds[:order], lam_n, alpha_bar_n, alpha_bar_t, weights, (1.0, pred_n))
+
+
+def unipc_sample(
+    eps_model,
+    x_T: torch.Tensor,
+    schedule: NoiseSchedule,
+    timesteps,
+    *,
+    order: int = 2,
+    corrector: bool = True,
+    generator: torch.Generator | None = None,
+    labels: torch.Tensor | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+):
+    """UniPC of ``order`` (1–3; default 2, the DPM-Solver++(2M) predictor) from x_T over the descending
+    ``timesteps``: one ε-evaluation per step. ``corrector=False`` gives the bare UniP multistep method.
+
+    Returns x_0 or (x_0, Trajectory). With the corrector, ``xs[i + 1]`` is the predictor's output: the
+    corrector moves it once ε there is known, before the next step.
+    """
+    order = check_int("order", order, low=1, high=MAX_ORDER)
+    if not isinstance(corrector, bool):
+        fail("corrector", corrector, "expected True or False")
+    _, ts = check_sampler_inputs(x_T, schedule, timesteps)
+    n_steps = len(ts)
+    state = {"lams": [], "preds": [], "x": None, "alpha_bar": None, "order": 0, "i": 0}
+
+    def step(x, eps, t, t_prev):
+        ab_t, ab_prev = alpha_bar_at(schedule, t), alpha_bar_at(schedule, t_prev)
+        pred = predict_x0(x, eps, ab_t)
+        # (at the last listed t the corrected x would be discarded: the final step returns x̂₀ = m₀)
+        if corrector and state["x"] is not None and ab_prev < 1.0:
+            x = unipc_correct(
+                state["x"], state["lams"], state["preds"], state["alpha_bar"], ab_t, pred, state["order"]
+            )
+        state["lams"] = [half_log_snr(ab_t), *state["lams"]][:MAX_ORDER]
+        state["preds"] = [pred, *state["preds"]][:MAX_ORDER]
+        # the history allows this much; the last step (to ᾱ = 1) is order 1, the one before at most 2
+        p = min(order, len(state["preds"]), n_steps - state["i"])
+        state.update(x=x, alpha_bar=ab_t, order=p, i=state["i"] + 1)
+        return unipc_predict(x, state["lams"], state["preds"], ab_t, ab_prev, p), pred
+
+    return sample_loop(
+        step,
+        eps_model,
+        x_T,
+        schedule,
+        timesteps,
+        labels=labels,
+        return_trajectory=return_trajectory,
+        progress=progress,
+        desc=f"UniPC-{order}",
+    )
+
+
+register_sampler("unipc", unipc_sample, ("order", "corrector"))
