@@ -1,6 +1,7 @@
-"""Quality against NFE of DDIM, Euler, Heun and DPM-Solver++(2M), for docs/benchmarks/solvers.md.
+"""Quality against NFE of DDIM, Euler, Heun, DPM-Solver++(2M) and UniPC, for docs/benchmarks/solvers.md.
 
     .venv/bin/python benchmarks/bench_solvers.py [--part oracle|model|table|all] [--points 20000]
+                                                 [--fit-points 2000] [--fit-sweeps 40]
                                                  [--samples 500] [--table-samples 200] [--threads N]
 
 Targets:
@@ -9,8 +10,10 @@ Targets:
    Toy mixture (`oracle.toy_mixture`), `linear_schedule(1000)`, x_T drawn from the exact marginal at t = 999
    (``--points`` points), "trailing" grids; quality = sliced W2 (256 projections) to an independent sample
    of the mixture of the same size. The ratio SW2(≤ 10 NFE) / SW2(1000 steps) of the same solver is the target
-   number; the data-vs-data noise floor is printed beside it. Also: the mean distance to the same solver's
-   1000-step output, and DPM-Solver++ / DDIM at 10 NFE on every timestep strategy.
+   number, on the trailing and quadratic grids and, for the multistep solvers, on a 10-step grid fitted by
+   ``fit_timesteps`` to ``--fit-points`` points of a separate x_T; the data-vs-data noise floor is printed
+   beside it. Also: the mean distance to the same solver's 1000-step output, and DPM-Solver++ / DDIM at
+   10 NFE on every timestep strategy.
 2. **Model** (needs ``data/checkpoints/mnist-cond.safetensors``): at 10 NFE, FD(DPM-Solver++) ≤ FD(DDIM) on
    the shipped model. Class-conditional, no guidance, labels 0..9 in turn, ``--samples`` samples per run and
    two x_T seeds; FD = Fréchet distance of the ``mnist-classifier`` features to the 500 held-out digits;
@@ -40,16 +43,25 @@ from diffusion_course.sampling import (
     ddpm_sample,
     dpmpp_2m_sample,
     euler_sample,
+    fit_timesteps,
     heun_sample,
     solver_nfe,
     timesteps,
+    unipc_sample,
 )
 from diffusion_course.schedules import linear_schedule
 
 from machine import describe, load_average
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLERS = {"ddim": ddim_sample, "euler": euler_sample, "heun": heun_sample, "dpmpp2m": dpmpp_2m_sample}
+SAMPLERS = {
+    "ddim": ddim_sample,
+    "euler": euler_sample,
+    "heun": heun_sample,
+    "dpmpp2m": dpmpp_2m_sample,
+    "unipc": unipc_sample,
+}
+FITTED = ("dpmpp2m", "unipc")  # multistep solvers whose 10-step grid is fitted (``fit_timesteps``)
 NFES = [4, 5, 6, 8, 10, 15, 20, 50]
 REFERENCES = 8
 
@@ -62,7 +74,7 @@ def steps_for(name: str, nfe: int) -> int:
 # --------------------------------------------------------------------------------------------------- oracle
 
 
-def oracle_part(points: int) -> None:
+def oracle_part(points: int, fit_points: int, fit_sweeps: int) -> None:
     schedule = linear_schedule(1000)
     mixture = toy_mixture()
     oracle = GaussianMixtureOracle(mixture, schedule)
@@ -117,12 +129,28 @@ def oracle_part(points: int) -> None:
     print(f"Exact mixture samples: SW2 {floor_mean:.4f} ± {floor_se:.4f}\n")
     print("| sampler | grid | NFE | SW2 | 1000-step SW2 | ratio |")
     print("|---|---|---|---|---|---|")
+    # The fitted grids are fitted on an x_T of their own (seed 5), never on the x_T they are judged on.
+    fit_x_T = mixture.noised(float(schedule.alpha_bar[-1])).sample(
+        fit_points, generator=torch.Generator().manual_seed(5)
+    )
+    fitted = {}
+    for name in FITTED:
+        fit = fit_timesteps(SAMPLERS[name], oracle, fit_x_T, schedule, 10, sweeps=fit_sweeps)
+        fitted[name] = fit.timesteps
+        print(
+            f"Fitted 10-step grid for {name} ({fit_points} points of their own x_T, "
+            f"{len(fit.history)} sweeps, path distance {fit.start_loss:.4f} → {fit.loss:.4f}): "
+            f"{fit.timesteps.tolist()}\n"
+        )
     best_ratio = None
     for name, fn in SAMPLERS.items():
         full_mean, _ = mean_sw2(full[name])
         steps = steps_for(name, 10)
-        for strategy in ("trailing", "quadratic"):
-            value, se = mean_sw2(fn(oracle, x_T, schedule, timesteps(1000, steps, strategy)))
+        for strategy in ("trailing", "quadratic", "fitted"):
+            if strategy == "fitted" and name not in fitted:
+                continue
+            grid = fitted[name] if strategy == "fitted" else timesteps(1000, steps, strategy)
+            value, se = mean_sw2(fn(oracle, x_T, schedule, grid))
             ratio = value / full_mean
             best_ratio = ratio if best_ratio is None else min(best_ratio, ratio)
             print(
@@ -192,7 +220,8 @@ def model_part(samples: int) -> None:
     for seed in (0, 1):
         x_T = torch.randn(samples, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
         labels = torch.arange(samples) % 10
-        for name, nfe in [("ddim", 10), ("dpmpp2m", 10), ("heun", 10), ("ddim", 20), ("dpmpp2m", 20)]:
+        runs = [("ddim", 10), ("dpmpp2m", 10), ("unipc", 10), ("heun", 10), ("ddim", 20), ("dpmpp2m", 20)]
+        for name, nfe in runs:
             steps = steps_for(name, nfe)
             x, per_sample = sample_in_batches(SAMPLERS[name], model, x_T, labels, schedule, steps)
             results[(seed, name, nfe)] = fd(x)
@@ -244,13 +273,15 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=20_000)
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--table-samples", type=int, default=200)
+    parser.add_argument("--fit-points", type=int, default=2_000)
+    parser.add_argument("--fit-sweeps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"Machine: {describe()}; load average {load_average()}\n")
     if args.part in ("oracle", "all"):
-        oracle_part(args.points)
+        oracle_part(args.points, args.fit_points, args.fit_sweeps)
     if args.part in ("model", "all"):
         model_part(args.samples)
     if args.part in ("table", "all"):

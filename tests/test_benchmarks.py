@@ -56,7 +56,10 @@ def test_bench_sampling_overhead_and_json(tmp_path):
 
 
 def test_bench_solvers_oracle_part_reports_a_verdict():
-    out = run_bench("bench_solvers.py", "--part", "oracle", "--points", "300")
+    out = run_bench(
+        "bench_solvers.py", "--part", "oracle", "--points", "300", "--fit-points", "50", "--fit-sweeps", "1"
+    )
     assert "target (≤ 1.10)" in out
-    for name in ("ddim", "euler", "heun", "dpmpp2m"):
+    for name in ("ddim", "euler", "heun", "dpmpp2m", "unipc"):
         assert f"| {name} |" in out
+    assert "| unipc | fitted | 10 |" in out
