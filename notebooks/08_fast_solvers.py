@@ -589,7 +589,9 @@ assert torch.allclose(predictor_only, two_m, atol=1e-4)
 fit_x_T = mixture.noised(schedule_2d.alpha_bar[999].item()).sample(
     P.pick(quick=300, full=2000), generator=torch.Generator().manual_seed(5)
 )
-fit = fit_timesteps(unipc_sample, oracle, fit_x_T, schedule_2d, 10, sweeps=P.pick(quick=3, full=40))
+fit = fit_timesteps(
+    unipc_sample, oracle, fit_x_T, schedule_2d, 10, sweeps=P.pick(quick=3, full=40), progress=True
+)
 print(f"fitted grid: {fit.timesteps.tolist()}")
 print(f"path distance on the fitting points: {fit.start_loss:.4f} (start) → {fit.loss:.4f}")
 
