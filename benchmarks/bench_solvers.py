@@ -127,8 +127,6 @@ def oracle_part(points: int, fit_points: int, fit_sweeps: int) -> None:
     print("reference samples ± its standard error; exact samples of the mixture for scale)\n")
     floor_mean, floor_se = mean_sw2(exact)
     print(f"Exact mixture samples: SW2 {floor_mean:.4f} ± {floor_se:.4f}\n")
-    print("| sampler | grid | NFE | SW2 | 1000-step SW2 | ratio |")
-    print("|---|---|---|---|---|---|")
     # The fitted grids are fitted on an x_T of their own (seed 5), never on the x_T they are judged on.
     fit_x_T = mixture.noised(float(schedule.alpha_bar[-1])).sample(
         fit_points, generator=torch.Generator().manual_seed(5)
@@ -142,6 +140,8 @@ def oracle_part(points: int, fit_points: int, fit_sweeps: int) -> None:
             f"{len(fit.history)} sweeps, path distance {fit.start_loss:.4f} → {fit.loss:.4f}): "
             f"{fit.timesteps.tolist()}\n"
         )
+    print("| sampler | grid | NFE | SW2 | 1000-step SW2 | ratio |")
+    print("|---|---|---|---|---|---|")
     best_ratio = None
     for name, fn in SAMPLERS.items():
         full_mean, _ = mean_sw2(full[name])
