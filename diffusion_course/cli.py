@@ -136,7 +136,9 @@ def _add_sampling_arguments(p, n_default: int) -> None:
     p.add_argument(
         "--checkpoint", required=True, help="a shipped name (e.g. mnist-cond) or a checkpoint path"
     )
-    p.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpmpp2m, euler, heun or unipc (default ddim)")
+    p.add_argument(
+        "--sampler", default="ddim", help="ddpm, ddim, dpmpp2m, euler, heun or unipc (default ddim)"
+    )
     p.add_argument("--steps", type=int, default=50, help="sampling steps, 1..T (default 50)")
     p.add_argument("--eta", type=float, help="DDIM's η (ddim only; default 0: deterministic)")
     p.add_argument("--strategy", default="trailing", help="timestep grid (default trailing)")
