@@ -19,7 +19,7 @@
 # second-order method; DPM-Solver++(2M) (Lu et al. 2022), the exponential integrator that works in
 # λ = log(√ᾱ/√(1−ᾱ)) and predicts x₀; quality against the number of network evaluations (NFE) on the exact
 # 2-D oracle and on the course's MNIST model; the sampler table filled with our own measurements; three
-# exercises; then UniPC's free corrector and a timestep grid fitted to the problem.
+# exercises; then UniPC's free corrector (a fourth exercise) and a timestep grid fitted to the problem.
 
 # %%
 import math
@@ -36,6 +36,7 @@ from diffusion_course.exercises.solvers import (
     check_dpmpp_2m_combination,
     check_dpmpp_first_order_step,
     check_euler_step,
+    check_unipc_trapezoid,
 )
 from diffusion_course.metrics import classifier_features, frechet_distance, sliced_w2
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
@@ -576,6 +577,34 @@ predictor_only = unipc_sample(oracle, x_T_2d, schedule_2d, grid_10, corrector=Fa
 two_m = dpmpp_2m_sample(oracle, x_T_2d, schedule_2d, grid_10)
 print(f"max |UniP-2 − DPM-Solver++(2M)|: {(predictor_only - two_m).abs().max().item():.1e}")
 assert torch.allclose(predictor_only, two_m, atol=1e-4)
+
+# %% [markdown]
+# ### Exercise 4: UniPC's first corrector
+#
+# After a first-order step there is one prediction at each end of the step, $\hat x_0^{(t)}$ and
+# $\hat x_0^{(n)}$ (evaluated at the predicted $x_n$). UniC with order 1 averages them, the trapezoid rule
+# inside the exponential integrator:
+#
+# $$x_n = \frac{s_n}{s_t} x_t + \alpha_n (1 - e^{-h})\, \frac{\hat x_0^{(t)} + \hat x_0^{(n)}}{2}.$$
+#
+# Write `trapezoid_mine(x_t, x0_pred, x0_pred_new, alpha_bar_t, alpha_bar_n)`; the checker compares it with
+# `unipc_correct(…, order=1)` and names the usual slips.
+
+
+# %%
+def trapezoid_mine(x_t, x0_pred, x0_pred_new, alpha_bar_t, alpha_bar_n):
+    """x_n = (s_n/s_t) x_t + α_n (1 − e^{−h}) (x̂₀_t + x̂₀_n)/2, α = √ᾱ, s = √(1−ᾱ), h = λ_n − λ_t."""
+    # BEGIN SOLUTION
+    h = half_log_snr(alpha_bar_n) - half_log_snr(alpha_bar_t)
+    ratio = math.sqrt((1 - alpha_bar_n) / (1 - alpha_bar_t))
+    return ratio * x_t + math.sqrt(alpha_bar_n) * (1 - math.exp(-h)) * (x0_pred + x0_pred_new) / 2
+    # END SOLUTION
+
+
+# %%
+result = check_unipc_trapezoid(trapezoid_mine)
+assert result.passed, result  # solution-only
+result
 
 # %% [markdown]
 # **A fitted grid.** Section 4 showed that the grid matters as much as the solver. Rather than guess a formula,

@@ -6,6 +6,7 @@ from diffusion_course.exercises.solvers import (
     check_dpmpp_2m_combination,
     check_dpmpp_first_order_step,
     check_euler_step,
+    check_unipc_trapezoid,
 )
 
 # --- Euler in σ ---------------------------------------------------------------------------------------------
@@ -180,3 +181,37 @@ def test_2m_combination_checker_accepts_the_right_answer_and_reports_unknown_err
     ).passed
     result = check_dpmpp_2m_combination(lambda x0, x0_before, *a: 0.9 * x0)
     assert "largest error" in result.message
+
+
+# --- UniPC's first corrector (the exponential trapezoid) -------------------------------------------------
+
+
+def trapezoid(w_old=0.5, w_new=0.5, ratio="s", sign=1.0):
+    def fn(x_t, x0, x0_new, ab_t, ab_n):
+        h = lam(ab_n) - lam(ab_t)
+        scale = math.sqrt((1 - ab_n) / (1 - ab_t)) if ratio == "s" else math.sqrt(ab_n / ab_t)
+        return scale * x_t + sign * math.sqrt(ab_n) * (1 - math.exp(-h)) * (w_old * x0 + w_new * x0_new)
+
+    return fn
+
+
+@pytest.mark.parametrize(
+    ("wrong", "words"),
+    [
+        (trapezoid(1.0, 0.0), "the predictor (the DDIM step) again"),
+        (trapezoid(0.0, 1.0), "only x̂₀_n"),
+        (trapezoid(1.0, 1.0), "added, not averaged"),
+        (trapezoid(ratio="alpha"), "s_n/s_t"),
+        (trapezoid(sign=-1.0), "Sign error"),
+    ],
+)
+def test_unipc_trapezoid_checker_names_the_mistake(wrong, words):
+    result = check_unipc_trapezoid(wrong)
+    assert not result.passed and result.attempted
+    assert words in result.message, result.message
+
+
+def test_unipc_trapezoid_checker_accepts_the_right_answer_and_reports_unknown_errors():
+    assert check_unipc_trapezoid(trapezoid()).passed
+    result = check_unipc_trapezoid(trapezoid(0.4, 0.6))
+    assert not result.passed and "largest error" in result.message

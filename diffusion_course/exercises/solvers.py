@@ -7,7 +7,9 @@ Each ``check_*`` takes the learner's function and returns a :class:`.core.Feedba
 * ``check_dpmpp_first_order_step(fn)``: ``fn(x_t, x0_pred, alpha_bar_t, alpha_bar_prev) -> x_prev``,
   x_prev = (s_prev/s_t) x_t + α_prev (1 − e^{−h}) x̂₀ with α = √ᾱ, s = √(1−ᾱ), h = λ_prev − λ_t, λ = log(α/s);
 * ``check_dpmpp_2m_combination(fn)``: ``fn(x0_pred, x0_pred_before, alpha_bar_before, alpha_bar_t,
-  alpha_bar_prev) -> D`` = (1 + 1/(2r)) x̂₀_t − 1/(2r) x̂₀_before, r = (λ_t − λ_before)/(λ_prev − λ_t).
+  alpha_bar_prev) -> D`` = (1 + 1/(2r)) x̂₀_t − 1/(2r) x̂₀_before, r = (λ_t − λ_before)/(λ_prev − λ_t);
+* ``check_unipc_trapezoid(fn)``: ``fn(x_t, x0_pred, x0_pred_new, alpha_bar_t, alpha_bar_n) -> x_n``, UniPC's
+  corrector after a first-order step, x_n = (s_n/s_t) x_t + α_n (1 − e^{−h}) (x̂₀_t + x̂₀_n)/2.
 
 The ᾱ's are Python floats; the last step's ᾱ_prev = 1 (σ = 0, λ = +∞) is among the cases of the first two.
 """
@@ -19,6 +21,7 @@ import math
 import torch
 
 from ..sampling.solvers import dpmpp_2m_coefficients, dpmpp_first_order_step, euler_step, half_log_snr
+from ..sampling.unipc import unipc_correct
 from .core import Case, Diagnosis, Feedback, check_function
 
 # (ᾱ_t, ᾱ_prev): the first step of the linear schedule, a middle step, a short step and the last step
@@ -279,6 +282,75 @@ def check_dpmpp_2m_combination(fn) -> Feedback:
                 lambda x0, x0b, a0, a1, a2: x0,
                 "You returned x̂₀_t unchanged: that is the first-order (DDIM) step. The 2M step adds the "
                 "correction (x̂₀_t − x̂₀_before)/(2r).",
+            ),
+        ],
+    )
+
+
+# ---------------------------------------------------------------- UniPC's first corrector
+
+TRAPEZOID_PAIRS = [(4.04e-5, 0.0219), (0.12, 0.55), (0.9, 0.93)]
+
+
+def _trapezoid_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(2)
+    cases = []
+    for ab_t, ab_n in TRAPEZOID_PAIRS:
+        x_t, x0, x0_new = (torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(3))
+        inputs = {"x_t": x_t, "x0_pred": x0, "x0_pred_new": x0_new, "alpha_bar_t": ab_t, "alpha_bar_n": ab_n}
+        cases.append(Case(inputs, label=f"tensors of shape (4, 3), ᾱ_t = {ab_t}, ᾱ_n = {ab_n}"))
+    return cases
+
+
+def _trapezoid_reference(x_t, x0, x0_new, ab_t, ab_n):
+    return unipc_correct(x_t, [half_log_snr(ab_t)], [x0], ab_t, ab_n, x0_new, order=1)
+
+
+def _trapezoid_variant(weights=(0.5, 0.5), ratio="s", sign=1.0):
+    def variant(x_t, x0, x0_new, ab_t, ab_n):
+        one_minus = -math.expm1(-(half_log_snr(ab_n) - half_log_snr(ab_t)))
+        if ratio == "s":
+            scale = math.sqrt((1 - ab_n) / (1 - ab_t))
+        else:
+            scale = math.sqrt(ab_n / ab_t)
+        d = weights[0] * x0 + weights[1] * x0_new
+        return scale * x_t + sign * math.sqrt(ab_n) * one_minus * d
+
+    return variant
+
+
+def check_unipc_trapezoid(fn) -> Feedback:
+    """Check ``fn(x_t, x0_pred, x0_pred_new, ab_t, ab_n)``:
+    x_n = (s_n/s_t) x_t + α_n (1 − e^{−h}) (x̂₀_t + x̂₀_n)/2."""
+    return check_function(
+        fn,
+        name="unipc_trapezoid",
+        cases=_trapezoid_cases,
+        reference=_trapezoid_reference,
+        diagnoses=[
+            (
+                _trapezoid_variant(weights=(1.0, 0.0)),
+                "You used only x̂₀ at the start of the step: that is the predictor (the DDIM step) again. "
+                "The corrector averages it with x̂₀_n, the prediction at the end of the step.",
+            ),
+            (
+                _trapezoid_variant(weights=(0.0, 1.0)),
+                "You used only x̂₀_n, the prediction at the end of the step (an implicit-Euler-like step). "
+                "The corrector averages the two predictions: (x̂₀_t + x̂₀_n)/2.",
+            ),
+            (
+                _trapezoid_variant(weights=(1.0, 1.0)),
+                "The two predictions are added, not averaged: the weights are ½ each.",
+            ),
+            (
+                _trapezoid_variant(ratio="alpha"),
+                "The linear part scales x_t by √ᾱ_n/√ᾱ_t; in the data-prediction form it is s_n/s_t with "
+                "s = √(1−ᾱ): x_n = (s_n/s_t) x_t + α_n (1 − e^{−h}) (x̂₀_t + x̂₀_n)/2.",
+            ),
+            (
+                _trapezoid_variant(sign=-1.0),
+                "Sign error: 1 − e^{−h} is positive for a step towards the data (h > 0), and the x̂₀ term "
+                "is added.",
             ),
         ],
     )
