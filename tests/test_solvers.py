@@ -285,11 +285,12 @@ ORDER_BANDS = {"euler": (0.8, 1.3), "heun": (1.7, 3.0), "dpmpp2m": (1.7, 2.5)}
 NS = [16, 32, 64, 128]
 
 
-def test_order_of_convergence_on_a_gaussian_against_the_exact_flow():
-    """For N(μ, v I) the flow is known: x̃(σ) − μ = (x̃_T − μ) √(v + σ²)/√(v + σ_T²). Error ~ N^(−order).
+def gaussian_flow():
+    """(schedule, exact ε-model of N(μ, v I), x_T, the exact end point) for order-of-convergence tests.
 
-    "log" grids end at t = 0 (σ_0 = 0.01), so every run ends with the same first-order jump x_0 = x̂₀(x_{t=0});
-    the reference applies that jump to the exact x̃(σ_0), and the error measures the ODE integration alone.
+    The flow is known: x̃(σ) − μ = (x̃_T − μ) √(v + σ²)/√(v + σ_T²). "log" grids end at t = 0 (σ_0 = 0.01), so
+    every run ends with the same first-order jump x_0 = x̂₀(x_{t=0}); the end point applies that jump to the
+    exact x̃(σ_0), so errors measure the ODE integration alone.
     """
     schedule = linear_schedule(1000)
     mu, var = torch.tensor([0.5, -0.25], dtype=torch.float64), 0.3
@@ -298,7 +299,12 @@ def test_order_of_convergence_on_a_gaussian_against_the_exact_flow():
     ab_T, sigma_0 = float(schedule.alpha_bar[-1]), float(schedule.sigmas[0])
     sigma_T = math.sqrt((1 - ab_T) / ab_T)
     x_tilde_0 = mu + (x_T / math.sqrt(ab_T) - mu) * math.sqrt(var + sigma_0**2) / math.sqrt(var + sigma_T**2)
-    reference = mu + var / (var + sigma_0**2) * (x_tilde_0 - mu)  # x̂₀ = E[x_0 | x̃] at σ_0
+    return schedule, model, x_T, mu + var / (var + sigma_0**2) * (x_tilde_0 - mu)  # x̂₀ = E[x_0 | x̃] at σ_0
+
+
+def test_order_of_convergence_on_a_gaussian_against_the_exact_flow():
+    """Error ~ N^(−order) against the exact flow of N(μ, v I) (``gaussian_flow``)."""
+    schedule, model, x_T, reference = gaussian_flow()
     errors = {
         name: [mean_error(fn(model, x_T, schedule, timesteps(1000, n, "log")), reference) for n in NS]
         for name, fn in SOLVERS.items()

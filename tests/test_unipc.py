@@ -6,7 +6,7 @@ import math
 import numpy
 import pytest
 import torch
-from test_solvers import gaussian_eps_model, mean_error, slope
+from test_solvers import gaussian_eps_model, gaussian_flow, mean_error, slope
 
 from diffusion_course.bridge import diffusers_available
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
@@ -140,14 +140,7 @@ def test_agrees_with_diffusers_unipc(order):
 def test_faster_convergence_than_dpm_solver_pp_on_the_gaussian_flow():
     """Against the exact flow of N(μ, v I) (as in test_solvers): second order or better, and at every N at
     least 2× closer than DPM-Solver++(2M) for the same number of ε-evaluations."""
-    schedule = linear_schedule(1000)
-    mu, var = torch.tensor([0.5, -0.25], dtype=torch.float64), 0.3
-    model = gaussian_eps_model(mu, var, schedule)
-    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-    ab_T, sigma_0 = float(schedule.alpha_bar[-1]), float(schedule.sigmas[0])
-    sigma_T = math.sqrt((1 - ab_T) / ab_T)
-    x_tilde_0 = mu + (x_T / math.sqrt(ab_T) - mu) * math.sqrt(var + sigma_0**2) / math.sqrt(var + sigma_T**2)
-    reference = mu + var / (var + sigma_0**2) * (x_tilde_0 - mu)
+    schedule, model, x_T, reference = gaussian_flow()
     ns = [8, 16, 32, 64]
     errors = {
         name: [mean_error(fn(model, x_T, schedule, timesteps(1000, n, "log")), reference) for n in ns]

@@ -80,6 +80,23 @@ def _update(x, lams, preds, lam_n, alpha_bar_n, alpha_bar_t, weights, extra=None
     return x_n
 
 
+def _check_history(lams, preds, order) -> int:
+    order = check_int("order", order, low=1, high=MAX_ORDER)
+    if len(preds) < order or len(lams) < order:
+        fail("preds", len(preds), f"order {order} needs {order} x̂₀ predictions and their λ")
+    return order
+
+
+def _step(lams, preds, order, alpha_bar_t, alpha_bar_n) -> tuple[int, float, list[float]]:
+    """(order, λ_n, r_k of the earlier points) for a finite step ᾱ_t → ᾱ_n < 1, with the inputs checked."""
+    order = _check_history(lams, preds, order)
+    lam_n = half_log_snr(alpha_bar_n)
+    h = lam_n - lams[0]
+    if not h > 0:
+        fail("alpha_bar_n", alpha_bar_n, f"must be > alpha_bar_t={alpha_bar_t} (a step towards the data)")
+    return order, lam_n, [(lam - lams[0]) / h for lam in lams[1:order]]
+
+
 def unipc_predict(
     x: torch.Tensor,
     lams: list[float],
@@ -90,17 +107,11 @@ def unipc_predict(
 ) -> torch.Tensor:
     """UniP of ``order``: from x at λ_t = ``lams[0]`` (ᾱ_t) to ᾱ_n, with x̂₀ predictions ``preds`` (most
     recent first; ``order`` of them are used). To ᾱ_n = 1 it returns m₀ (first order, h = ∞)."""
-    order = check_int("order", order, low=1, high=MAX_ORDER)
-    if len(preds) < order or len(lams) < order:
-        fail("preds", len(preds), f"order {order} needs {order} x̂₀ predictions and their λ")
     if alpha_bar_n >= 1.0:
+        _check_history(lams, preds, order)
         return preds[0]
-    lam_n = half_log_snr(alpha_bar_n)
-    h = lam_n - lams[0]
-    if not h > 0:
-        fail("alpha_bar_n", alpha_bar_n, f"must be > alpha_bar_t={alpha_bar_t} (a step towards the data)")
-    rks = [(lam - lams[0]) / h for lam in lams[1:order]]
-    weights = unipc_weights(rks, h, corrector=False)
+    order, lam_n, rks = _step(lams, preds, order, alpha_bar_t, alpha_bar_n)
+    weights = unipc_weights(rks, lam_n - lams[0], corrector=False)
     return _update(x, lams[:order], preds[:order], lam_n, alpha_bar_n, alpha_bar_t, weights)
 
 
@@ -115,17 +126,10 @@ def unipc_correct(
 ) -> torch.Tensor:
     """UniC after a UniP of ``order``: the same step from x again, with the x̂₀ ``pred_n`` evaluated at the
     predicted point joining the ``order`` predictions (order + 1 in all)."""
-    order = check_int("order", order, low=1, high=MAX_ORDER)
-    if len(preds) < order or len(lams) < order:
-        fail("preds", len(preds), f"order {order} needs {order} x̂₀ predictions and their λ")
     if not alpha_bar_n < 1.0:
         fail("alpha_bar_n", alpha_bar_n, "must be < 1: the corrector needs ε at the new point")
-    lam_n = half_log_snr(alpha_bar_n)
-    h = lam_n - lams[0]
-    if not h > 0:
-        fail("alpha_bar_n", alpha_bar_n, f"must be > alpha_bar_t={alpha_bar_t} (a step towards the data)")
-    rks = [(lam - lams[0]) / h for lam in lams[1:order]]
-    weights = unipc_weights(rks, h, corrector=True)
+    order, lam_n, rks = _step(lams, preds, order, alpha_bar_t, alpha_bar_n)
+    weights = unipc_weights(rks, lam_n - lams[0], corrector=True)
     return _update(x, lams[:order], preds[:order], lam_n, alpha_bar_n, alpha_bar_t, weights, (1.0, pred_n))
 
 
