@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision are pinned here (not in pyproject) to releases that pip finds on the course
 # machines' local disk; on a laptop, override: make lab TORCH_SPEC="torch torchvision"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= dev,diffusers
+EXTRAS ?= dev,diffusers,class
 PORT ?= 8888
 
 .PHONY: lab test setup lint sync-check unit notebooks learner browser-deps clean help
