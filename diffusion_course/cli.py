@@ -2,6 +2,9 @@
 
     python -m diffusion_course configs
     python -m diffusion_course train --config mnist-cond --out runs/mnist-cond [--steps N] [--resume]
+    python -m diffusion_course sample --checkpoint mnist-cond --sampler ddim --steps 50 --out grid.png
+    python -m diffusion_course evaluate --checkpoint mnist-cond --steps 50 --n 500 --json [--repeats R]
+    python -m diffusion_course experiment eta-steps --out data/results/eta-steps.json --n 500
     torchrun --nproc_per_node=4 -m diffusion_course train --config mnist-cond-full --out runs/full
 
 ``train`` writes ``<out>/<name>.safetensors`` and ``<out>/<name>.json`` (the exact command, seed, wall-clock
@@ -206,6 +209,12 @@ def add_evaluate_parser(subparsers) -> None:
     )
     _add_sampling_arguments(p, n_default=500)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object (the last line)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run for seeds seed..seed+R−1 and report the spread (default 1)",
+    )
     p.set_defaults(run=run_evaluate)
 
 
@@ -219,12 +228,46 @@ def run_evaluate(args) -> int:
     record = evaluate_checkpoint(
         args.checkpoint, args.sampler, args.steps, n=args.n, seed=args.seed, eta=args.eta,
         strategy=args.strategy, guidance=args.guidance, device=args.device, progress=not args.quiet,
+        repeats=args.repeats,
     )  # fmt: skip
     if args.json:
         print(json.dumps(record))
     else:
         for key, value in record.items():
             print(f"{key}: {value}")
+    return 0
+
+
+def add_experiment_parser(subparsers) -> None:
+    from .reference_results import EXPERIMENTS
+
+    p = subparsers.add_parser(
+        "experiment", help="run a reference comparison and write its results file (JSON)"
+    )
+    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}")
+    p.add_argument("--out", required=True, type=Path, help="results file, e.g. data/results/NAME.json")
+    p.add_argument("--n", type=int, default=500, help="samples per cell, a multiple of --chunk (default 500)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="first chunk's seed; chunk k uses seed + k (default 0)"
+    )
+    p.add_argument("--chunk", type=int, default=100, help="samples per chunk (default 100)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no line per cell")
+    p.set_defaults(run=run_experiment)
+
+
+def run_experiment(args) -> int:
+    from .reference_results import run_experiment as run, write_results
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    command = f"python -m diffusion_course {shlex.join(args.argv)}"
+    record = run(
+        args.name, n=args.n, seed=args.seed, chunk=args.chunk, progress=not args.quiet, command=command
+    )
+    print(
+        f"wrote {write_results(record, args.out)} ({len(record['cells'])} cells, {record['seconds']:.0f} s)"
+    )
     return 0
 
 
@@ -235,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(subparsers)
     add_sample_parser(subparsers)
     add_evaluate_parser(subparsers)
+    add_experiment_parser(subparsers)
     return parser
 
 

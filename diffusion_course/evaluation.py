@@ -237,12 +237,15 @@ def evaluate_samples(
     classifier: nn.Module | None = None,
     device: str | torch.device = "cpu",
 ) -> dict:
-    """Scores of a batch of samples (see the module docstring).
+    """Scores of a batch of samples (see the module docstring), each quality figure with its interval.
 
-    Images (N, C, H, W): ``fd`` to the held-out MNIST digits on ``classifier`` features (default: the
-    shipped ``mnist-classifier`` on ``device``) and, when ``labels`` are given, ``label_accuracy``.
-    Points (N, 2): ``sliced_w2`` to N reference points of the toy mixture.
+    Images (N, C, H, W): ``fd`` (with ``fd_low``/``fd_high``) and ``kid`` (with ``kid_std``) to the held-out
+    MNIST digits on ``classifier`` features (default: the shipped ``mnist-classifier`` on ``device``), scored
+    by :class:`~diffusion_course.scoring.Scorer`, and, when ``labels`` are given, ``label_accuracy`` with its
+    Wilson interval. Points (N, 2): ``sliced_w2`` to N reference points of the toy mixture.
     """
+    from .scoring import Scorer
+
     if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
         fail("samples", samples, "expected a floating-point tensor of images (N, C, H, W) or points (N, D)")
     if not torch.isfinite(samples).all():
@@ -256,22 +259,20 @@ def evaluate_samples(
         }
     if samples.ndim != 4:
         fail("samples", samples, "expected images (N, C, H, W) or 2-D points (N, D)")
-    check_int("number of samples", samples.shape[0], low=2)
-    if classifier is None:
-        classifier = load_classifier(device)
-        ref = reference_features(device)
-    else:
-        from .data import load_mnist
+    scorer = _scorer(str(resolve_device(device))) if classifier is None else Scorer(classifier)
+    scores = scorer.score(samples, labels)
+    record = scores.record()
+    record["reference"] = (
+        f"MNIST {FD_REFERENCE} split ({scorer.reference.shape[0]} digits), {CLASSIFIER} features"
+    )
+    return record
 
-        ref = classifier_features(classifier, load_mnist(FD_REFERENCE)[0])
-    feats = classifier_features(classifier, samples)
-    scores = {
-        "fd": frechet_distance(feats, ref),
-        "reference": f"MNIST {FD_REFERENCE} split ({ref.shape[0]} digits), {CLASSIFIER} features",
-    }
-    if labels is not None:
-        scores["label_accuracy"] = label_accuracy(classifier, samples, labels)
-    return scores
+
+@lru_cache(maxsize=4)
+def _scorer(device: str):
+    from .scoring import Scorer
+
+    return Scorer(_classifier(device), device=device)
 
 
 def evaluate_checkpoint(
@@ -286,15 +287,35 @@ def evaluate_checkpoint(
     guidance: float | None = None,
     device: str | torch.device = "auto",
     progress: bool = False,
+    repeats: int = 1,
 ) -> dict:
     """Load ``checkpoint`` (name or path), draw ``n`` samples, score them; return the ``evaluate`` record.
+
+    With ``repeats`` = R > 1 the whole evaluation runs for the seeds seed, seed+1, …, seed+R−1: the record is
+    the first seed's, plus ``runs`` (each seed's scores) and, for each score, its mean and standard deviation
+    over the seeds (``fd_seeds_mean``, ``fd_seeds_std``, …), the spread that the intervals should cover.
 
     Keys: checkpoint, sampler, steps, strategy, eta, guidance, n, seed, nfe (counted network evaluations
     per sample), seconds (wall-clock sampling time), device, then the scores of :func:`evaluate_samples`
     (``fd`` and, for conditional models, ``label_accuracy`` with labels 0..K−1 in turn; ``sliced_w2`` for
     2-D points).
     """
+    repeats = check_int("repeats", repeats, low=1)
     model, info = checkpoint if isinstance(checkpoint, tuple) else load_checkpoint(checkpoint, device)
+    if repeats > 1:
+        runs = [
+            evaluate_checkpoint((model, info), sampler, steps, n=n, seed=seed + r, eta=eta, strategy=strategy,
+                                guidance=guidance, device=device, progress=progress)
+            for r in range(repeats)
+        ]  # fmt: skip
+        record = dict(runs[0], repeats=repeats, runs=runs)
+        for key, value in runs[0].items():
+            if key.endswith(("_low", "_high", "_std")) or not isinstance(value, float) or key == "seconds":
+                continue
+            values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
+            record[f"{key}_seeds_mean"] = round(float(values.mean()), 6)
+            record[f"{key}_seeds_std"] = round(float(values.std()), 6)
+        return record
     if len(sample_shape(info)) == 1 and info.get("data") not in POINT_DATA:
         fail("checkpoint", info.get("name"), f"2-D models are scored against the toy mixture; trained on "
              f"{info.get('data')!r}, not one of {', '.join(POINT_DATA)}")  # fmt: skip
