@@ -257,7 +257,8 @@ def add_experiment_parser(subparsers) -> None:
 
 
 def run_experiment(args) -> int:
-    from .reference_results import run_experiment as run, write_results
+    from .reference_results import run_experiment as run
+    from .reference_results import write_results
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -39,7 +39,7 @@ from torch import nn
 
 from ._checks import check_float, check_int, fail
 from .checkpoints import load_checkpoint
-from .metrics import classifier_features, frechet_distance, label_accuracy, sliced_w2
+from .metrics import classifier_features, sliced_w2
 from .profiles import resolve_device
 from .sampling.guidance import CFG
 from .sampling.registry import SAMPLERS, run_sampler
@@ -160,6 +160,7 @@ def generate_samples(
     labels=None,
     device: str | torch.device | None = None,
     progress: bool = False,
+    **options,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Draw ``n`` samples of a checkpoint's model; return ``(samples, labels)`` as CPU float32 / long tensors.
 
@@ -168,7 +169,8 @@ def generate_samples(
     ``strategy`` grid; ``eta`` is DDIM's η (ddim only). For a conditional model ``labels`` defaults to 0..K−1
     in turn and ``guidance`` s (default 1: the conditional model alone) gives ε̃ = ε_u + s(ε_c − ε_u);
     an unconditional model takes neither (ValueError). x_T ~ N(0, I) and the sampler's noise come from one
-    CPU generator seeded with ``seed``; ``device`` (default: the model's) is where the network runs.
+    CPU generator seeded with ``seed``; ``device`` (default: the model's) is where the network runs. Other
+    keyword ``options`` go to the sampler (e.g. ``variance="beta"`` for ddpm), which refuses those it lacks.
     """
     n = check_int("n", n, low=1)
     seed = check_int("seed", seed, low=0)
@@ -192,6 +194,7 @@ def generate_samples(
         labels=None if labels is None else labels.to(device),
         progress=progress,
         eta=eta,
+        **options,
     )
     return out.detach().to("cpu", torch.float32), labels
 

@@ -1,7 +1,7 @@
-r"""Reference results: the comparisons the course teaches, run once at a size that can decide them, and shipped.
+r"""Reference results: the comparisons the course teaches, run once at a size that can decide them.
 
-A notebook's live run is small (the ``quick`` profile): it shows the method, not a verdict. The verdicts rest on
-these tables, made by
+A notebook's live run is small (the ``quick`` profile): it shows the method, not a verdict. The verdicts rest
+on these tables, made by
 
     python -m diffusion_course experiment NAME --out data/results/NAME.json [--n N] [--seed S]
 
@@ -9,10 +9,10 @@ and shipped in ``data/results/``. Each file records the command, n, seeds, commi
 load average beside every cell's scores (FD, KID, label accuracy, each with its interval, from
 :class:`~diffusion_course.scoring.Scorer`) and the real-digit floor at the same n.
 
-Every cell draws its n samples in chunks of ``chunk`` with the seeds ``seed, seed+1, …`` (labels 0..9 in turn),
-so all cells of one table start from the same x_T (common random numbers make the differences between cells
-less noisy than each cell alone). Each chunk's count of correctly labelled samples and the sum of its features
-are stored, so a test can re-run one chunk of any cell and check that the shipped numbers reproduce
+Every cell draws its n samples in chunks of ``chunk`` with the seeds ``seed, seed+1, …`` (labels 0..9 in
+turn), so all cells of one table start from the same x_T (common random numbers make the differences between
+cells less noisy than each cell alone). Each chunk's count of correctly labelled samples and the sum of its
+features are stored, so a test can re-run one chunk of any cell and check that the shipped numbers reproduce
 (:func:`reproduce_chunk`): a shipped number is never typed by hand.
 """
 
@@ -35,7 +35,7 @@ RESULTS_DIR = Path(__file__).resolve().parents[1] / "data" / "results"
 
 @dataclass(frozen=True)
 class Cell:
-    """One sampler configuration of a table: ``row``/``col`` place it, the rest is what ``generate_samples`` takes."""
+    """One sampler configuration: ``row``/``col`` place it in its table; the rest is for generate_samples."""
 
     row: str
     col: str
@@ -142,7 +142,7 @@ def _chunk(model, info, cell: Cell, seed: int, size: int, scorer):
 def run_experiment(
     name: str, n: int = 500, seed: int = 0, chunk: int = 100, progress: bool = True, command: str = ""
 ) -> dict:
-    """Run every cell of experiment ``name`` on ``n`` samples and return the results record (module docstring)."""
+    """Run every cell of experiment ``name`` on ``n`` samples; return the results record (see the module)."""
     from .checkpoints import load_checkpoint
     from .evaluation import load_classifier
     from .scoring import Scorer
@@ -223,8 +223,8 @@ def load_results(name: str, folder: str | Path | None = None) -> dict:
     """The shipped results of experiment ``name`` (``data/results/NAME.json``)."""
     path = Path(folder or RESULTS_DIR) / f"{name}.json"
     if not path.exists():
-        fail("experiment", name, f"no results file {path}; make it with: python -m diffusion_course experiment "
-             f"{name} --out {path}")  # fmt: skip
+        command = f"python -m diffusion_course experiment {name} --out {path}"
+        fail("experiment", name, f"no results file {path}; make it with: {command}")
     return json.loads(path.read_text())
 
 
@@ -237,7 +237,7 @@ def cell_of(results: dict, row: str, col: str) -> dict:
 
 
 def estimate(results: dict, row: str, col: str, metric: str = "fd"):
-    """The :class:`~diffusion_course.scoring.Estimate` of one cell's ``metric`` (fd, kid or label_accuracy)."""
+    """The :class:`~diffusion_course.scoring.Estimate` of one cell's ``metric``: fd, kid or label_accuracy."""
     from .scoring import Estimate
 
     cell = cell_of(results, row, col) if row != "floor" else results["floor"]
@@ -259,7 +259,8 @@ def format_table(results: dict, metric: str = "fd") -> str:
     def show(cell):
         if cell is None:
             return "—"
-        return f"{fmt.format(cell[metric])} [{fmt.format(cell[metric + '_low'])}, {fmt.format(cell[metric + '_high'])}]"
+        low, high = cell[metric + "_low"], cell[metric + "_high"]
+        return f"{fmt.format(cell[metric])} [{fmt.format(low)}, {fmt.format(high)}]"
 
     by_key = {(c["row"], c["col"]): c for c in results["cells"]}
     width = max(len(r) for r in rows + ["floor (real digits)"])

@@ -81,7 +81,7 @@ class Scores:
         return ", ".join(str(e) for e in self)
 
     def record(self) -> dict:
-        """Flat keys for JSON: fd, fd_low, fd_high, kid, kid_std, kid_low, kid_high, label_accuracy(_low/_high)."""
+        """Flat keys for JSON: fd(_low/_high), kid, kid_std, kid(_low/_high), label_accuracy(_low/_high)."""
         out = {"fd": self.fd.value, "fd_low": self.fd.low, "fd_high": self.fd.high}
         out.update({"kid": self.kid.value, "kid_std": self.kid.half_width / Z95})
         out.update({"kid_low": self.kid.low, "kid_high": self.kid.high})
@@ -157,7 +157,7 @@ def fd_interval(
     level: float = 0.95,
     generator: torch.Generator | None = None,
 ) -> tuple[float, float, float]:
-    """FD of ``feats`` against ``reference`` and its bootstrap interval ``(fd, low, high)`` (module docstring)."""
+    """FD of ``feats`` against ``reference`` and its bootstrap interval: ``(fd, low, high)``."""
     feats = _check_points("feats", feats, min_n=2)
     n_boot = check_int("n_boot", n_boot, low=10)
     level = check_float("level", level, low=0.5, high=0.999)
@@ -236,7 +236,7 @@ class Scorer:
         return self.score_features(self.features(samples), correct)
 
     def score_features(self, feats: torch.Tensor, correct: int | None = None) -> Scores:
-        """Scores from precomputed features (N, F) and, optionally, the number of correctly labelled samples."""
+        """Scores from features (N, F) and, optionally, the number of correctly labelled samples."""
         n = feats.shape[0]
         g = torch.Generator().manual_seed(self.seed)
         fd, low, high = fd_interval(feats, self.reference, self.n_boot, generator=g)
@@ -254,7 +254,7 @@ class Scorer:
         )
 
     def floor(self, n: int, seed: int = 0) -> Scores:
-        """Scores of n real training digits (class-balanced, drawn with ``seed``): the best to expect at this n."""
+        """Scores of n real training digits (class-balanced, drawn with ``seed``): the best to expect at n."""
         from .data import load_mnist
 
         images, labels = load_mnist("train")
