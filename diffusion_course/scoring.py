@@ -110,7 +110,9 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     centre = p + z * z / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     denom = 1 + z * z / n
-    return max(0.0, (centre - spread) / denom), min(1.0, (centre + spread) / denom)
+    low = 0.0 if successes == 0 else max(0.0, (centre - spread) / denom)
+    high = 1.0 if successes == n else min(1.0, (centre + spread) / denom)
+    return low, high
 
 
 def polynomial_mmd2(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -14,6 +14,7 @@ from diffusion_course.cli import main
 from diffusion_course.data import load_mnist
 from diffusion_course.evaluation import (
     EvalCounter,
+    evaluate_checkpoint,
     evaluate_samples,
     generate_samples,
     load_classifier,
@@ -24,6 +25,7 @@ from diffusion_course.sampling.registry import SAMPLERS, nfe
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"fd", "label_accuracy", "nfe", "seconds", "sampler", "steps", "eta", "guidance", "n", "seed"}
+INTERVALS = {"fd_low", "fd_high", "kid", "kid_std", "label_accuracy_low", "label_accuracy_high"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -125,7 +127,9 @@ def test_evaluate_prints_one_json_record(tiny, capsys):
     record = run_json(
         capsys, "--checkpoint", tiny, "--sampler", "ddim", "--steps", "3", "--n", "10", "--seed", "1"
     )
-    assert KEYS <= set(record)
+    assert KEYS | INTERVALS <= set(record)
+    assert record["fd_low"] <= record["fd"] <= record["fd_high"] and record["kid_std"] > 0
+    assert record["label_accuracy_low"] <= record["label_accuracy"] <= record["label_accuracy_high"]
     assert record["sampler"] == "ddim" and record["steps"] == 3 and record["n"] == 10 and record["seed"] == 1
     assert record["nfe"] == 3 and record["guidance"] == 1.0 and record["eta"] is None
     assert record["fd"] > 0 and 0 <= record["label_accuracy"] <= 1 and record["seconds"] > 0
@@ -133,6 +137,19 @@ def test_evaluate_prints_one_json_record(tiny, capsys):
         capsys, "--checkpoint", tiny, "--steps", "3", "--n", "10", "--guidance", "2", "--eta", "0.5"
     )
     assert guided["nfe"] == 6 and guided["guidance"] == 2.0 and guided["eta"] == 0.5
+
+
+def test_evaluate_repeats_reports_each_seed_and_the_spread(tiny, capsys):
+    record = run_json(
+        capsys, "--checkpoint", tiny, "--steps", "2", "--n", "10", "--seed", "4", "--repeats", "3"
+    )
+    assert record["repeats"] == 3 and [r["seed"] for r in record["runs"]] == [4, 5, 6]
+    fds = torch.tensor([r["fd"] for r in record["runs"]], dtype=torch.float64)
+    assert record["fd_seeds_mean"] == pytest.approx(float(fds.mean()), abs=1e-5)
+    assert record["fd_seeds_std"] == pytest.approx(float(fds.std()), abs=1e-5) and record["fd_seeds_std"] > 0
+    assert record["fd"] == record["runs"][0]["fd"]
+    with pytest.raises(ValueError, match="repeats"):
+        evaluate_checkpoint(tiny, steps=2, n=10, repeats=0)
 
 
 def test_evaluate_without_json_prints_key_value_lines(tiny, capsys):
@@ -158,6 +175,7 @@ def test_scores_of_real_digits():
     images, labels = load_mnist("heldout")
     scores = evaluate_samples(images, labels)
     assert abs(scores["fd"]) < 1e-6 and scores["label_accuracy"] == pytest.approx(0.978)
+    assert scores["label_accuracy_low"] < 0.978 < scores["label_accuracy_high"]
     train_images, _ = load_mnist("train")  # in class order: take a random subset
     real = train_images[torch.randperm(4500, generator=torch.Generator().manual_seed(0))[:500]]
     floor = evaluate_samples(real)["fd"]  # real vs real at n = 500: about 100 (finite-sample bias)

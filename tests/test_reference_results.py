@@ -1,0 +1,79 @@
+"""Shipped reference results: every experiment has its file, with provenance, and one chunk of it reproduces."""
+
+import pytest
+
+from diffusion_course.reference_results import (
+    EXPERIMENTS,
+    RESULTS_DIR,
+    estimate,
+    format_table,
+    get_experiment,
+    load_results,
+    reproduce_chunk,
+)
+from diffusion_course.scoring import compare
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROVENANCE = {
+    "command",
+    "n",
+    "seed",
+    "chunk",
+    "commit",
+    "device",
+    "torch",
+    "seconds",
+    "load_average_at_end",
+    "date",
+}
+
+
+def cheapest_cell(results) -> int:
+    cost = [c["steps"] * (2 if c["guidance"] not in (None, 1.0) else 1) for c in results["cells"]]
+    return cost.index(min(cost))
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_shipped_results_match_their_experiment_and_carry_provenance(name):
+    results = load_results(name)
+    assert PROVENANCE <= set(results)
+    assert results["command"].startswith("python -m diffusion_course experiment " + name)
+    planned = [(c.row, c.col, c.sampler, c.steps) for c in get_experiment(name).cells]
+    shipped = [(c["row"], c["col"], c["sampler"], c["steps"]) for c in results["cells"]]
+    assert shipped == planned, "the results file is stale: re-run the command it records"
+    for cell in [*results["cells"], results["floor"]]:
+        assert cell["fd_low"] <= cell["fd"] <= cell["fd_high"]
+        assert cell["label_accuracy_low"] <= cell["label_accuracy"] <= cell["label_accuracy_high"]
+    for cell in results["cells"]:
+        assert sum(c["n"] for c in cell["chunks"]) == results["n"]
+        assert sum(c["correct"] for c in cell["chunks"]) == round(cell["label_accuracy"] * results["n"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_one_chunk_of_each_shipped_table_reproduces(name):
+    """Re-run the first chunk of the table's cheapest cell at its recorded seed: the shipped numbers are real."""
+    results = load_results(name)
+    index = cheapest_cell(results)
+    stored = results["cells"][index]["chunks"][0]
+    again = reproduce_chunk(results, index, 0)
+    assert again["correct"] == stored["correct"]
+    assert again["feature_sum"] == pytest.approx(stored["feature_sum"], rel=1e-4)
+
+
+def test_table_and_estimates_read_from_the_file():
+    results = load_results("strategies")
+    text = format_table(results, "label_accuracy")
+    assert "floor (real digits)" in text and "trailing" in text and f"n = {results['n']}" in text
+    a, b = estimate(results, "trailing", "S = 10"), estimate(results, "floor", "")
+    assert a.n == b.n == results["n"] and str(compare(a, b))
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="experiment"):
+        get_experiment("nope")
+    with pytest.raises(ValueError, match="experiment"):
+        load_results("nope", folder=RESULTS_DIR)
+    with pytest.raises(ValueError, match="metric"):
+        estimate(load_results("strategies"), "trailing", "S = 10", "ssim")
