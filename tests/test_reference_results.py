@@ -1,4 +1,4 @@
-"""Shipped reference results: every experiment has its file, with provenance, and one chunk of it reproduces."""
+"""Shipped reference results: each experiment has a file, with provenance, and one chunk of it reproduces."""
 
 import pytest
 
@@ -53,7 +53,7 @@ def test_shipped_results_match_their_experiment_and_carry_provenance(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_one_chunk_of_each_shipped_table_reproduces(name):
-    """Re-run the first chunk of the table's cheapest cell at its recorded seed: the shipped numbers are real."""
+    """Re-run the first chunk of the table's cheapest cell at its recorded seed: shipped numbers are real."""
     results = load_results(name)
     index = cheapest_cell(results)
     stored = results["cells"][index]["chunks"][0]

@@ -1,4 +1,4 @@
-"""The scorer: FD / KID / label accuracy with intervals, checked against torchmetrics and against repeated draws."""
+"""The scorer: FD, KID and label accuracy with intervals, checked against torchmetrics and fresh draws."""
 
 import math
 
@@ -64,11 +64,11 @@ def test_wilson_errors_name_the_parameter(call, name):
         call()
 
 
-# --- against torchmetrics -------------------------------------------------------------------------------------
+# --- against torchmetrics --------------------------------------------------------------------------------
 
 
 class Lookup(nn.Module):
-    """A 'feature extractor' for torchmetrics that returns the rows it is given: our features go in unchanged."""
+    """A 'feature extractor' for torchmetrics that returns its input: our features go in unchanged."""
 
     def __init__(self, d):
         super().__init__()
@@ -102,11 +102,11 @@ def test_kid_statistic_matches_torchmetrics_on_one_full_subset():
     assert ours == pytest.approx(float(mean), rel=1e-3, abs=1e-6)
 
 
-# --- the intervals are calibrated -----------------------------------------------------------------------------
+# --- the intervals are calibrated ------------------------------------------------------------------------
 
 
 def test_fd_bootstrap_interval_is_as_wide_as_the_spread_over_fresh_draws():
-    """Its width must track the seed-to-seed spread (it was 1.3× on Gaussian features; 0.5×–2.5× is allowed)."""
+    """Its width tracks the seed-to-seed spread (1.3× on Gaussian features when written; 0.5–2.5× allowed)."""
     reference = gaussian(500, 16, seed=100)
     fresh = torch.tensor([frechet_distance(gaussian(200, 16, 0.2, seed=s), reference) for s in range(40)])
     fd, low, high = fd_interval(gaussian(200, 16, 0.2, seed=999), reference, n_boot=200)
@@ -132,7 +132,7 @@ def test_kid_is_near_zero_for_one_law_and_clearly_positive_for_two():
     assert apart[0] > 3 * apart[1] > 0
 
 
-# --- compare ------------------------------------------------------------------------------------------------
+# --- compare ---------------------------------------------------------------------------------------------
 
 
 def est(value, half, n=100, lower=True, name="FD"):
@@ -158,7 +158,7 @@ def test_compare_refuses_unlike_quantities():
         compare(1.0, est(1, 1))
 
 
-# --- the scorer on real digits --------------------------------------------------------------------------------
+# --- the scorer on real digits ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
