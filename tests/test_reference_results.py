@@ -77,3 +77,15 @@ def test_unknown_names_are_refused():
         load_results("nope", folder=RESULTS_DIR)
     with pytest.raises(ValueError, match="metric"):
         estimate(load_results("strategies"), "trailing", "S = 10", "ssim")
+
+
+def test_reference_page_is_generated_from_the_shipped_files():
+    import subprocess
+    import sys
+
+    from diffusion_course.reference_results import markdown_report
+
+    page = RESULTS_DIR.parents[1] / "docs" / "benchmarks" / "reference.md"
+    assert page.read_text() == markdown_report(), "run: python scripts/write_results_doc.py"
+    script = RESULTS_DIR.parents[1] / "scripts" / "write_results_doc.py"
+    assert subprocess.run([sys.executable, str(script), "--check"], capture_output=True).returncode == 0
