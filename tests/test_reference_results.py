@@ -89,3 +89,14 @@ def test_reference_page_is_generated_from_the_shipped_files():
     assert page.read_text() == markdown_report(), "run: python scripts/write_results_doc.py"
     script = RESULTS_DIR.parents[1] / "scripts" / "write_results_doc.py"
     assert subprocess.run([sys.executable, str(script), "--check"], capture_output=True).returncode == 0
+
+
+def test_data_readme_quotes_the_shipped_mnist_cond_cell():
+    """data/README.md's quality line for mnist-cond is the eta-steps table's DDIM-50 (η = 0) cell, rounded."""
+    readme = (RESULTS_DIR.parent / "README.md").read_text()
+    results = load_results("eta-steps")
+    fd, acc = estimate(results, "η = 0", "S = 50"), estimate(results, "η = 0", "S = 50", "label_accuracy")
+    assert f"**FD {fd.value:.1f} [{fd.low:.1f}, {fd.high:.1f}]**" in readme
+    assert f"**label accuracy {acc.value:.3f} [{acc.low:.3f}, {acc.high:.3f}]**" in readme
+    floor = estimate(results, "floor", "")
+    assert f"FD {floor.value:.1f} [{floor.low:.1f}, {floor.high:.1f}]" in readme
