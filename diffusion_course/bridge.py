@@ -2,7 +2,8 @@ r"""Driving a course ε-model with diffusers' schedulers, and the settings under
 
 diffusers is an optional extra (``pip install "diffusion-course[diffusers]"``); only its scheduler classes are
 used, offline (no hub downloads). Importing this module never imports diffusers; the functions that need it
-raise ImportError with the install command when it is missing.
+raise ImportError with the install command when it is missing. :func:`check_diffusers_installed` is the
+guard of notebook 10: a message for a learner without diffusers, an error under CI (``CI=true``).
 
 The driver :func:`run_diffusers_scheduler` is the loop of a diffusers pipeline, with the ε-model in place of
 the UNet:
@@ -37,6 +38,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import os
+from collections.abc import Mapping
 
 import torch
 
@@ -73,6 +76,32 @@ def require_diffusers():
         return importlib.import_module("diffusers")
     except ImportError as err:
         raise ImportError(f"this needs diffusers, which is not installed: {INSTALL_HINT}") from err
+
+
+def running_in_ci(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``environ`` (default ``os.environ``) says this is a CI run: ``CI`` set to "true" or "1"."""
+    environ = os.environ if environ is None else environ
+    return str(environ.get("CI", "")).strip().lower() in ("true", "1")
+
+
+def check_diffusers_installed(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether diffusers imports here: notebook 10 (and tests/test_bridge_guard.py) decide with it whether to
+    compare.
+
+    A learner without diffusers gets False and a printed message with the install command (the comparison
+    cells then say that they skip). Under CI (:func:`running_in_ci` on ``environ``) a missing diffusers raises
+    ImportError instead: CI installs the extra, and a comparison that silently skips there would hide a
+    broken install.
+    """
+    if diffusers_available():
+        return True
+    if running_in_ci(environ):
+        raise ImportError(
+            "diffusers is not installed, but CI is set (CI=true): the diffusers comparisons must run in CI, "
+            f"not skip. Install it: {INSTALL_HINT}"
+        )
+    print(f"diffusers is not installed: the comparison cells will skip. To run them: {INSTALL_HINT}")
+    return False
 
 
 def diffusers_config_from(schedule: NoiseSchedule, **overrides) -> dict:

@@ -10,9 +10,15 @@ r"""Measurements the sampling notebooks and benchmarks share.
   :func:`feature_spread` measures the same diversity in classifier-feature space: the mean pairwise distance
   between the R runs' features, averaged over the starting points.
 * **The η × steps table** (DDIM, Table 1): :func:`eta_steps_table` runs DDIM for every (η, steps) from one
-  x_T and one seed (common random numbers, so the cells differ only in η and steps), scores each cell with a
-  metric (FD on classifier features, sliced W2 on the oracle, …) and records the sampler's wall-clock time
-  per sample.
+  x_T and one seed (common random numbers, so the cells differ only in η and steps), optionally with DDIM's
+  σ̂ row (the strided DDPM update with σ² = β of the whole jump), scores each cell with a metric and records
+  the sampler's wall-clock time per sample. A metric may return a bare number, an
+  :class:`~diffusion_course.scoring.Estimate` (value and 95 % interval) or a record of several Estimates
+  (e.g. the :class:`~diffusion_course.scoring.Scores` of :class:`~diffusion_course.scoring.Scorer`); the
+  :class:`SweepTable` keeps the intervals, prints them and hands out each cell's Estimate for ``compare``.
+* **Sliced W2 with its spread** (the 2-D oracle): :class:`SlicedW2Reference` (and the one-off
+  :func:`sliced_w2_estimate`) scores points against several independent reference draws of the target, so
+  that a number comes with how much it moves from the draw alone.
 * **Cost and quality**: :func:`pareto_front` (the configurations no other one beats on both time and score)
   and :func:`speedup_at_quality` (how much faster the cheapest configuration within a tolerance of the
   reference score is than the reference).
@@ -28,15 +34,25 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import check_float, check_image_batch, check_int, fail
+from .metrics import sliced_w2
 from .sampling.ddim import ddim_sample, ddim_sigma
+from .sampling.ddpm import ddpm_sample
 from .sampling.timesteps import timesteps as make_timesteps
 from .sampling.timesteps import validate_timesteps
+from .scoring import Z95, Estimate
 
-# DDIM (Song et al., 2021), Table 1: CIFAR-10 FID (Inception features, 50k samples) by η and steps.
+# DDIM (Song et al., 2021), Table 1: CIFAR-10 FID (Inception features, 50k samples) by η and steps. The
+# η = 0.2 and 0.5 rows are given up to 50 steps only, and DDIM's σ̂ row is left out.
 DDIM_TABLE1_CIFAR10: dict[float, dict[int, float]] = {
     0.0: {10: 13.36, 20: 6.84, 50: 4.67, 100: 4.16, 1000: 4.04},
+    0.2: {10: 14.04, 20: 7.11, 50: 4.77},
+    0.5: {10: 16.66, 20: 8.35, 50: 5.25},
     1.0: {10: 41.07, 20: 18.36, 50: 8.01, 100: 5.78, 1000: 4.73},
 }
+
+# The label of DDIM's σ̂ row (as in the shipped ``eta-steps`` reference table): the strided DDPM update with
+# σ² = β of the whole jump t → t_prev, β = 1 − ᾱ_t/ᾱ_prev, which is ≥ β̃ = σ²(η = 1).
+SIGMA_HAT = "σ̂ (σ² = β of the jump)"
 
 SampleFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -153,49 +169,157 @@ def feature_spread(features: torch.Tensor) -> float:
 
 @dataclass
 class SweepTable:
-    """A table of ``values[i, j]`` for η = ``etas[i]`` and ``steps[j]``; ``seconds[i, j]`` is the sampler's
-    wall-clock time per sample (model calls included, metric excluded)."""
+    """A table of ``values[i, j]`` for row i (η = ``etas[i]``, or DDIM's σ̂ where ``etas[i]`` is None) and
+    ``steps[j]``; ``seconds[i, j]`` is the sampler's wall-clock time per sample (model calls included, metric
+    excluded).
 
-    etas: list[float]
+    ``low``/``high`` hold each cell's 95 % interval (NaN where the metric gave a bare number); ``results``
+    the tabulated entry of each cell (a number or an :class:`~diffusion_course.scoring.Estimate`) and
+    ``records`` the metric's whole return value where it was a record of several Estimates (such as
+    :class:`~diffusion_course.scoring.Scores`), for :meth:`select`. ``rows`` are the row labels, "η = 0", …,
+    :data:`SIGMA_HAT`: the names the shipped ``eta-steps`` reference table uses.
+    """
+
+    etas: list[float | None]
     steps: list[int]
     values: torch.Tensor
     seconds: torch.Tensor
     metric: str = "score"
+    low: torch.Tensor | None = None
+    high: torch.Tensor | None = None
+    rows: list[str] | None = None
+    results: list[list] | None = None
+    records: list[list] | None = None
 
-    def value(self, eta: float, steps: int) -> float:
-        return float(self.values[self._row(eta), self._col(steps)])
+    def __post_init__(self):
+        shape = (len(self.etas), len(self.steps))
+        self.values = torch.as_tensor(self.values, dtype=torch.float64)
+        self.seconds = torch.as_tensor(self.seconds, dtype=torch.float64)
+        nan = torch.full(shape, math.nan, dtype=torch.float64)
+        self.low = nan.clone() if self.low is None else torch.as_tensor(self.low, dtype=torch.float64)
+        self.high = nan.clone() if self.high is None else torch.as_tensor(self.high, dtype=torch.float64)
+        for name in ("values", "seconds", "low", "high"):
+            if tuple(getattr(self, name).shape) != shape:
+                fail(name, getattr(self, name), f"expected shape {shape}: one entry per (row, steps)")
+        if self.rows is None:
+            self.rows = [row_name(e) for e in self.etas]
+        if len(self.rows) != len(self.etas):
+            fail("rows", self.rows, f"expected {len(self.etas)} labels, one per row")
 
-    def row(self, eta: float) -> list[float]:
-        return self.values[self._row(eta)].tolist()
+    def value(self, row: float | str, steps: int) -> float:
+        """The cell's value; ``row`` is an η or a row label (e.g. :data:`SIGMA_HAT`)."""
+        return float(self.values[self._row(row), self._col(steps)])
 
-    def _row(self, eta: float) -> int:
-        for i, e in enumerate(self.etas):
-            if math.isclose(e, float(eta)):
-                return i
-        fail("eta", eta, f"the table has η ∈ {self.etas}")
+    def row(self, row: float | str) -> list[float]:
+        return self.values[self._row(row)].tolist()
+
+    def estimate(self, row: float | str, steps: int) -> Estimate:
+        """The cell's :class:`~diffusion_course.scoring.Estimate`, for ``compare``; refuses a bare number."""
+        i, j = self._row(row), self._col(steps)
+        result = None if self.results is None else self.results[i][j]
+        if not isinstance(result, Estimate):
+            fail(
+                "row, steps", (row, steps), f"this cell of '{self.metric}' is a bare number, without interval"
+            )
+        return result
+
+    def select(self, key: str) -> SweepTable:
+        """The same table for another Estimate of each cell's record, e.g. ``table.select("kid")``."""
+        if self.records is None:
+            fail("key", key, "this table keeps no records of several Estimates to select from")
+        picked = [[_pick(r, key) for r in row] for row in self.records]
+        return _table_of(
+            self.etas, self.steps, picked, self.seconds, picked[0][0].name, self.rows, self.records
+        )
+
+    def _row(self, row: float | str) -> int:
+        if isinstance(row, str):
+            if row in self.rows:
+                return self.rows.index(row)
+        elif isinstance(row, (int, float)) and not isinstance(row, bool):
+            for i, e in enumerate(self.etas):
+                if e is not None and math.isclose(e, float(row)):
+                    return i
+        fail("row", row, f"give an η or a row label; the rows are {self.rows}")
 
     def _col(self, steps: int) -> int:
         if steps not in self.steps:
             fail("steps", steps, f"the table has steps ∈ {self.steps}")
         return self.steps.index(steps)
 
-    def format(self, paper: Mapping[float, Mapping[int, float]] | None = None, digits: int = 2) -> str:
-        """The table as text, one row per η; with ``paper``, the paper's row beside each (— where missing)."""
-        width = max(8, digits + 6)
-        head = f"{'η':>5} | " + " ".join(f"{s:>{width}}" for s in self.steps)
-        lines = [f"{self.metric} by steps (columns) and η (rows)", head, "-" * len(head)]
-        for eta, values in zip(self.etas, self.values.tolist()):
-            lines.append(f"{eta:>5.2f} | " + " ".join(f"{v:>{width}.{digits}f}" for v in values))
+    def format(self, paper: Mapping[float | str, Mapping[int, float]] | None = None, digits: int = 2) -> str:
+        """The table as text, one row per η (and σ̂), each value with its 95 % interval where it has one.
+        With ``paper`` (keyed by η or by row label), the paper's numbers beside it (— where missing)."""
+        intervals = bool(torch.isfinite(self.low).any())
+        width = max(8, digits + 6) * (3 if intervals else 1)
+        label = max(5, *(len(r) for r in self.rows))
+        head = f"{'':>{label}} | " + " ".join(f"{f'S = {s}':>{width}}" for s in self.steps)
+        lines = [f"{self.metric} by steps (columns) and sampler (rows)", head, "-" * len(head)]
+
+        def cell(i, j):
+            v, lo, hi = (float(t[i, j]) for t in (self.values, self.low, self.high))
+            text = f"{v:.{digits}f}"
+            if math.isfinite(lo) and math.isfinite(hi):
+                text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+            return f"{text:>{width}}"
+
+        for i, name in enumerate(self.rows):
+            lines.append(f"{name:>{label}} | " + " ".join(cell(i, j) for j in range(len(self.steps))))
         if paper is not None:
             lines += ["", "paper (DDIM Table 1, CIFAR-10 FID)", head, "-" * len(head)]
-            for eta in self.etas:
-                row = next((r for e, r in paper.items() if math.isclose(e, eta)), None)
+            for eta, name in zip(self.etas, self.rows):
+                row = _paper_row(paper, eta, name)
                 cells = [
                     f"{row[s]:>{width}.2f}" if row is not None and s in row else f"{'—':>{width}}"
                     for s in self.steps
                 ]
-                lines.append(f"{eta:>5.2f} | " + " ".join(cells))
+                lines.append(f"{name:>{label}} | " + " ".join(cells))
         return "\n".join(lines)
+
+
+def row_name(eta: float | None) -> str:
+    """The row label of η in a :class:`SweepTable` ("η = 0.5"), or :data:`SIGMA_HAT` for ``None``."""
+    return SIGMA_HAT if eta is None else f"η = {eta:g}"
+
+
+def _paper_row(paper, eta, name):
+    for key, row in paper.items():
+        if isinstance(key, str) and key == name:
+            return row
+        if not isinstance(key, str) and eta is not None and math.isclose(float(key), eta):
+            return row
+    return None
+
+
+def _pick(record, key: str) -> Estimate:
+    """``record.key`` or ``record[key]``, which must be an Estimate."""
+    picked = record.get(key) if isinstance(record, Mapping) else getattr(record, key, None)
+    if not isinstance(picked, Estimate):
+        fail("key", key, f"the metric's result ({type(record).__name__}) has no Estimate named {key!r}")
+    return picked
+
+
+def _entry(result):
+    """(value, low, high) of a tabulated entry: an Estimate, or a bare number (NaN interval)."""
+    if isinstance(result, Estimate):
+        return result.value, result.low, result.high
+    if isinstance(result, (int, float, torch.Tensor)) and not isinstance(result, bool):
+        return float(result), math.nan, math.nan
+    fail(
+        "key",
+        None,
+        f"the metric returned a {type(result).__name__}; name the Estimate to tabulate (e.g. key='kid')",
+    )
+
+
+def _table_of(etas, steps, results, seconds, metric, rows, records=None) -> SweepTable:
+    cells = [[_entry(r) for r in row] for row in results]
+    values, low, high = (
+        torch.tensor([[c[k] for c in row] for row in cells], dtype=torch.float64) for k in range(3)
+    )
+    return SweepTable(
+        list(etas), list(steps), values, seconds.clone(), metric, low, high, list(rows), results, records
+    )
 
 
 def eta_steps_table(
@@ -204,19 +328,25 @@ def eta_steps_table(
     schedule,
     etas: Sequence[float],
     steps: Sequence[int],
-    metric: Callable[[torch.Tensor], float],
+    metric: Callable[[torch.Tensor], object],
     *,
     labels: torch.Tensor | None = None,
     strategy: str = "trailing",
     seed: int = 0,
     batch_size: int | None = None,
     metric_name: str = "score",
+    key: str | None = None,
+    sigma_hat: bool = False,
     progress: bool = False,
 ) -> SweepTable:
     """Run DDIM(η, steps) from the same ``x_T`` for every cell and score the samples with ``metric``.
 
     Every cell starts from the same x_T (and labels) with a generator seeded with ``seed``, so differences
-    between cells come from η and the number of steps, not from different draws. ``batch_size`` splits x_T
+    between cells come from η and the number of steps, not from different draws. ``sigma_hat=True`` adds
+    DDIM's σ̂ row (label :data:`SIGMA_HAT`): ``ddpm_sample(..., variance="beta")`` on the same grid, the DDPM
+    update with σ² = β of the whole jump, 1 − ᾱ_t/ᾱ_prev. ``metric(samples)`` returns a number, an
+    :class:`~diffusion_course.scoring.Estimate`, or a record of Estimates (such as ``Scores``) of which
+    ``key`` names the one to tabulate (``table.select(other)`` gives the others). ``batch_size`` splits x_T
     into chunks (one generator walks through them in order). ``seconds`` holds the sampler's wall-clock time
     per sample (``time.perf_counter``; the metric is not timed). Refuses a ``seed`` whose generator would draw
     x_T itself as its first z (:func:`check_independent_start`).
@@ -224,16 +354,19 @@ def eta_steps_table(
     x_T = check_image_batch("x_T", x_T)
     etas = [check_float("etas[]", e, low=0.0) for e in etas]
     steps = [check_int("steps[]", s, low=1, high=schedule.T) for s in steps]
-    if not etas or not steps:
-        fail("etas/steps", (etas, steps), "expected at least one η and one step count")
+    if not isinstance(sigma_hat, bool):
+        fail("sigma_hat", sigma_hat, "expected True or False")
+    if not (etas or sigma_hat) or not steps:
+        fail("etas/steps", (etas, steps), "expected at least one η (or sigma_hat=True) and one step count")
     if not callable(metric):
-        fail("metric", type(metric).__name__, "expected a function samples -> float")
+        fail("metric", type(metric).__name__, "expected a function samples -> number, Estimate or Scores")
     check_independent_start(x_T, seed)
     n = x_T.shape[0]
     batch_size = n if batch_size is None else check_int("batch_size", batch_size, low=1)
-    values = torch.zeros(len(etas), len(steps), dtype=torch.float64)
-    seconds = torch.zeros_like(values)
-    cells = [(i, j) for i in range(len(etas)) for j in range(len(steps))]
+    rows: list[float | None] = [*etas, *([None] if sigma_hat else [])]
+    records = [[None] * len(steps) for _ in rows]
+    seconds = torch.zeros(len(rows), len(steps), dtype=torch.float64)
+    cells = [(i, j) for i in range(len(rows)) for j in range(len(steps))]
     if progress:
         from tqdm.auto import tqdm
 
@@ -244,18 +377,96 @@ def eta_steps_table(
         chunks = []
         start = time.perf_counter()
         for lo in range(0, n, batch_size):
-            chunk_labels = None if labels is None else labels[lo : lo + batch_size]
-            chunks.append(
-                ddim_sample(
-                    eps_model, x_T[lo : lo + batch_size], schedule, ts, eta=etas[i], generator=generator,
-                    labels=chunk_labels,
-                )
-            )  # fmt: skip
+            x, y = x_T[lo : lo + batch_size], None if labels is None else labels[lo : lo + batch_size]
+            if rows[i] is None:
+                out = ddpm_sample(eps_model, x, schedule, ts, variance="beta", generator=generator, labels=y)
+            else:
+                out = ddim_sample(eps_model, x, schedule, ts, eta=rows[i], generator=generator, labels=y)
+            chunks.append(out)
         if x_T.device.type == "cuda":
             torch.cuda.synchronize(x_T.device)
         seconds[i, j] = (time.perf_counter() - start) / n
-        values[i, j] = float(metric(torch.cat(chunks)))
-    return SweepTable(etas=etas, steps=steps, values=values, seconds=seconds, metric=metric_name)
+        records[i][j] = metric(torch.cat(chunks))
+    results = records if key is None else [[_pick(r, key) for r in row] for row in records]
+    names = [row_name(e) for e in rows]
+    return _table_of(rows, steps, results, seconds, metric_name, names, None if key is None else records)
+
+
+# --- sliced W2 with its spread ------------------------------------------------------------------------------
+
+
+class SlicedW2Reference:
+    """Sliced W2 against K ≥ 2 independent reference draws of a target, as an Estimate with its spread.
+
+    ``SlicedW2Reference(references)(points)`` is :func:`sliced_w2_estimate`, with the references' sorted
+    projections computed once and reused for every call (a table scores dozens of point sets against the
+    same references). Values equal ``metrics.sliced_w2(points, reference, n_projections)`` (the same seeded
+    directions); point sets of another size than the references go through ``sliced_w2`` itself.
+    """
+
+    def __init__(self, references: Sequence[torch.Tensor], n_projections: int = 64, name: str = "SW2"):
+        if (
+            isinstance(references, torch.Tensor)
+            or not isinstance(references, Sequence)
+            or len(references) < 2
+        ):
+            fail(
+                "references", type(references).__name__, "expected a list of at least 2 reference point sets"
+            )
+        self.references = [r.detach().to("cpu", torch.float64) for r in references]
+        if any(r.ndim != 2 or r.shape != self.references[0].shape for r in self.references):
+            fail(
+                "references",
+                [tuple(r.shape) for r in self.references],
+                "expected point sets of one shape (N, D)",
+            )
+        self.n_projections = check_int("n_projections", n_projections, low=1)
+        self.name = name
+        # the directions sliced_w2 draws by default: N(0, I) from a generator seeded with 0, normalised
+        theta = torch.randn(
+            self.references[0].shape[1], self.n_projections, generator=torch.Generator().manual_seed(0),
+            dtype=torch.float64,
+        )  # fmt: skip
+        self.theta = theta / theta.norm(dim=0, keepdim=True)
+        self.sorted = [(r @ self.theta).T.contiguous().sort(dim=1).values for r in self.references]
+
+    def distances(self, points: torch.Tensor) -> torch.Tensor:
+        """SW2(points, reference_k) for each of the K references (float64, K values)."""
+        if not isinstance(points, torch.Tensor) or points.ndim != 2 or points.shape[1] != self.theta.shape[0]:
+            fail("points", points, f"expected a tensor (N, {self.theta.shape[0]}) of points")
+        points = points.detach().to("cpu", torch.float64)
+        if not torch.isfinite(points).all():
+            fail("points", points, "contains NaN or inf (the sampler diverged)")
+        if points.shape[0] != self.references[0].shape[0]:
+            return torch.tensor(
+                [sliced_w2(points, r, self.n_projections) for r in self.references], dtype=torch.float64
+            )
+        mine = (points @ self.theta).T.contiguous().sort(dim=1).values
+        return torch.stack([(mine - ref).pow(2).mean(dim=1).mean().sqrt() for ref in self.sorted])
+
+    def __call__(self, points: torch.Tensor) -> Estimate:
+        values = self.distances(points)
+        k = len(self.references)
+        mean, sd = float(values.mean()), float(values.std())
+        half = Z95 * sd * math.sqrt(1.0 + 1.0 / k)
+        method = f"mean over K = {k} reference draws ± 1.96 sd √(1+1/K), sd = {sd:.3g}"
+        return Estimate(self.name, mean, max(0.0, mean - half), mean + half, points.shape[0], True, method)
+
+
+def sliced_w2_estimate(
+    points: torch.Tensor, references: Sequence[torch.Tensor], n_projections: int = 64, name: str = "SW2"
+) -> Estimate:
+    """Sliced W2 of ``points`` to K ≥ 2 independent reference draws of the target, with its spread.
+
+    ``value`` is the mean of SW2(points, reference_k) over the K draws; their standard deviation sd says how
+    much the number moves with the reference draw alone (it is written into ``method``). The sample set's own
+    draw moves it by about as much (both are sets of n points from nearly the same law), so the 95 % interval
+    is ``mean ± 1.96 · sd · √(1 + 1/K)``: one sample draw's noise plus that of the K-draw mean. SW2 of n
+    points is biased upwards (exact samples do not score 0), so compare values at equal n only. Every
+    reference is scored with the same projection directions (``sliced_w2``'s seeded default). To score many
+    point sets against the same references, build a :class:`SlicedW2Reference` once.
+    """
+    return SlicedW2Reference(references, n_projections, name)(points)
 
 
 # --- cost and quality -------------------------------------------------------------------------------------

@@ -34,7 +34,14 @@ import torch
 from torch import nn
 
 from ._checks import check_float, check_int, fail
-from .metrics import _check_points, _check_same_dim, classifier_features, frechet_distance
+from .metrics import (
+    _check_points,
+    _check_same_dim,
+    _cov,
+    classifier_features,
+    frechet_distance,
+    gaussian_frechet,
+)
 
 Z95 = 1.959963984540054  # the two-sided 95 % point of N(0, 1)
 
@@ -164,12 +171,16 @@ def fd_interval(
     n_boot = check_int("n_boot", n_boot, low=10)
     level = check_float("level", level, low=0.5, high=0.999)
     fd = frechet_distance(feats, reference)
+    reference = _check_points("reference", reference, min_n=2)
+    ref_mean, ref_cov = reference.mean(0), _cov(reference)  # fixed: computed once, not per resample
     g = _generator(generator)
     n = feats.shape[0]
-    boot = torch.tensor(
-        [frechet_distance(feats[torch.randint(n, (n,), generator=g)], reference) for _ in range(n_boot)],
-        dtype=torch.float64,
-    )
+
+    def resampled_fd():
+        x = feats[torch.randint(n, (n,), generator=g)]
+        return gaussian_frechet(x.mean(0), _cov(x), ref_mean, ref_cov)
+
+    boot = torch.tensor([resampled_fd() for _ in range(n_boot)], dtype=torch.float64)
     q_lo, q_hi = torch.quantile(boot, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
     shift = float(boot.mean())
     return fd, max(0.0, fd + float(q_lo) - shift), fd + float(q_hi) - shift

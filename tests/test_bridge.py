@@ -8,7 +8,11 @@ import sys
 import pytest
 import torch
 
-pytest.importorskip("diffusers")
+from diffusion_course.bridge import check_diffusers_installed
+
+# a learner without diffusers skips these; under CI (CI=true) a missing diffusers fails instead
+if not check_diffusers_installed():
+    pytest.skip("diffusers is not installed", allow_module_level=True)
 
 # diffusers' schedulers call np.array() on torch tensors, which newer numpy flags; harmless here
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -8,6 +8,8 @@ import torch
 
 from diffusion_course.experiments import (
     DDIM_TABLE1_CIFAR10,
+    SIGMA_HAT,
+    SlicedW2Reference,
     SweepTable,
     cross_run_variance,
     ddim_sigmas,
@@ -16,12 +18,14 @@ from diffusion_course.experiments import (
     pareto_front,
     per_pixel_variance,
     runs_from_fixed_start,
+    sliced_w2_estimate,
     speedup_at_quality,
 )
 from diffusion_course.metrics import sliced_w2
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
-from diffusion_course.sampling import ddim_sample, ddim_sigma, timesteps
+from diffusion_course.sampling import ddim_sample, ddim_sigma, ddpm_sample, timesteps
 from diffusion_course.schedules import cosine_schedule, linear_schedule
+from diffusion_course.scoring import Estimate, compare
 
 SCHEDULE = linear_schedule(1000)
 ORACLE = GaussianMixtureOracle(toy_mixture(), SCHEDULE)
@@ -163,7 +167,7 @@ def test_table_cells_are_ddim_from_one_x_T_and_one_seed():
     # chunks give the same deterministic samples
     chunked = eta_steps_table(ORACLE, x_T, SCHEDULE, [0.0], [5], lambda s: float(s.sum()), batch_size=10)
     assert chunked.value(0.0, 5) == pytest.approx(float(seen[1].sum()), rel=1e-9)
-    with pytest.raises(ValueError, match="eta"):
+    with pytest.raises(ValueError, match="row"):
         table.value(0.5, 5)
     with pytest.raises(ValueError, match="steps"):
         table.value(0.0, 3)
@@ -181,10 +185,12 @@ def test_eta_ordering_on_the_oracle_at_few_steps():
 
 
 def test_table_format_shows_the_paper_beside_it():
-    table = SweepTable([0.0, 0.5], [10, 20], torch.tensor([[1.5, 1.25], [2.0, 3.0]]), torch.ones(2, 2), "FD")
+    table = SweepTable([0.0, 0.5], [10, 100], torch.tensor([[1.5, 1.25], [2.0, 3.0]]), torch.ones(2, 2), "FD")
     text = table.format(paper=DDIM_TABLE1_CIFAR10)
-    assert "FD by steps" in text and "1.50" in text and "13.36" in text and "6.84" in text and "—" in text
+    assert "FD by steps" in text and "1.50" in text and "13.36" in text and "4.16" in text
+    assert "16.66" in text and "—" in text  # η = 0.5 is listed at S = 10 only among these columns
     assert "41.07" not in text  # η = 1 is not a row of this table
+    assert "[" not in text  # bare numbers: no intervals to show
 
 
 def test_table_rejects_bad_input():
@@ -237,3 +243,155 @@ def test_a_start_drawn_from_a_run_seed_is_refused():
     with pytest.raises(ValueError, match="first z would equal x_T"):
         eta_steps_table(ORACLE, x_T, SCHEDULE, [0.0], [5], float, seed=3)
     assert runs_from_fixed_start(_ddim(0.5), x_T, [1, 2]).shape == (2, 8, 2)
+
+
+# ---------------------------------------------------------------- intervals and DDIM's σ̂ row
+
+
+def _estimate(value, half, n=100, name="SW2"):
+    return Estimate(name, value, value - half, value + half, n, True, "test")
+
+
+def test_cells_keep_estimates_and_print_their_intervals():
+    x_T = _x_T(32)
+    table = eta_steps_table(
+        ORACLE, x_T, SCHEDULE, [0.0, 1.0], [2, 5], lambda s: _estimate(float(s.abs().mean()), 0.25)
+    )
+    e = table.estimate(1.0, 5)
+    assert isinstance(e, Estimate) and e.value == table.value(1.0, 5)
+    assert table.low[1, 1] == pytest.approx(e.value - 0.25) and table.high[1, 1] == pytest.approx(
+        e.value + 0.25
+    )
+    text = table.format(digits=3)
+    assert f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}]" in text
+    assert compare(table.estimate(0.0, 2), table.estimate(1.0, 5)).verdict in (
+        "A better",
+        "B better",
+        "indistinguishable",
+    )
+    bare = eta_steps_table(ORACLE, x_T, SCHEDULE, [0.0], [2], lambda s: float(s.mean()))
+    assert torch.isnan(bare.low).all() and "[" not in bare.format()
+    with pytest.raises(ValueError, match="bare number"):
+        bare.estimate(0.0, 2)
+
+
+def test_a_record_of_estimates_is_tabulated_by_key_and_the_others_selected():
+    x_T = _x_T(16)
+
+    def metric(s):
+        m = float(s.mean())
+        return {"a": _estimate(m, 0.1, name="A"), "b": _estimate(2 * m, 0.2, name="B")}
+
+    table = eta_steps_table(ORACLE, x_T, SCHEDULE, [0.0, 0.5], [3], metric, key="a", metric_name="A")
+    other = table.select("b")
+    assert other.metric == "B" and other.value(0.5, 3) == pytest.approx(2 * table.value(0.5, 3))
+    assert other.estimate(0.0, 3).half_width == pytest.approx(0.2)
+    assert torch.equal(other.seconds, table.seconds)
+    with pytest.raises(ValueError, match="no Estimate named 'c'"):
+        table.select("c")
+    with pytest.raises(ValueError, match="name the Estimate"):
+        eta_steps_table(ORACLE, x_T, SCHEDULE, [0.0], [3], metric)  # a record needs a key
+
+
+def test_sigma_hat_row_is_strided_ddpm_with_beta_variance():
+    x_T = _x_T(64)
+    seen = []
+    table = eta_steps_table(
+        ORACLE,
+        x_T,
+        SCHEDULE,
+        [1.0],
+        [4, 10],
+        lambda s: seen.append(s) or float(s.mean()),
+        sigma_hat=True,
+        seed=5,
+    )
+    assert table.rows == ["η = 1", SIGMA_HAT] and table.etas == [1.0, None]
+    expected = ddpm_sample(
+        ORACLE,
+        x_T,
+        SCHEDULE,
+        timesteps(1000, 10),
+        variance="beta",
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert torch.equal(seen[3], expected) and table.value(SIGMA_HAT, 10) == float(expected.mean())
+    # η = 1 is DDPM with β̃: same z's, smaller variance than σ̂, so the two rows differ
+    assert not torch.allclose(seen[1], seen[3])
+    only = eta_steps_table(ORACLE, x_T, SCHEDULE, [], [4], lambda s: float(s.mean()), sigma_hat=True)
+    assert only.rows == [SIGMA_HAT]
+    with pytest.raises(ValueError, match="sigma_hat"):
+        eta_steps_table(ORACLE, x_T, SCHEDULE, [], [4], float)
+    with pytest.raises(ValueError, match="sigma_hat"):
+        eta_steps_table(ORACLE, x_T, SCHEDULE, [0.0], [4], float, sigma_hat="yes")
+
+
+def test_sigma_hat_adds_more_spread_than_eta_1_with_few_steps():
+    # σ̂² = β of the jump ≥ β̃ = σ²(η = 1): with 5 big jumps its samples spread out more than η = 1's
+    # (with the exact ε every sampler here is too narrow at 5 steps, so the extra noise brings it closer)
+    mixture = toy_mixture()
+    refs = [mixture.sample(2000, generator=torch.Generator().manual_seed(10 + k)) for k in range(4)]
+    spread = {}
+
+    def metric(s):
+        spread[len(spread)] = float(torch.cov(s.double().T).trace())
+        return sliced_w2_estimate(s, refs)
+
+    table = eta_steps_table(ORACLE, _x_T(2000).float(), SCHEDULE, [1.0], [5], metric, sigma_hat=True)
+    target = float(torch.cov(refs[0].double().T).trace())
+    assert spread[0] < spread[1] < target
+    assert compare(table.estimate(SIGMA_HAT, 5), table.estimate(1.0, 5)).verdict == "A better"
+
+
+def test_sliced_w2_estimate_is_the_mean_over_references_with_a_widened_interval():
+    mixture = toy_mixture()
+    points = mixture.sample(500, generator=torch.Generator().manual_seed(0))
+    refs = [mixture.sample(500, generator=torch.Generator().manual_seed(1 + k)) for k in range(5)]
+    e = sliced_w2_estimate(points, refs, n_projections=32)
+    values = torch.tensor([sliced_w2(points, r, n_projections=32) for r in refs])
+    assert e.value == pytest.approx(float(values.mean())) and e.n == 500 and e.lower_is_better
+    half = 1.959963984540054 * float(values.std()) * math.sqrt(1 + 1 / 5)
+    assert e.high - e.value == pytest.approx(half) and e.half_width > 0
+    # a shifted set is far outside the exact sets' interval
+    shifted = sliced_w2_estimate(points + 1.0, refs, n_projections=32)
+    assert compare(e, shifted).verdict == "A better"
+    with pytest.raises(ValueError, match="references"):
+        sliced_w2_estimate(points, refs[:1])
+    with pytest.raises(ValueError, match="references"):
+        sliced_w2_estimate(points, refs[0])
+
+
+def test_sweep_table_rejects_bad_shapes_and_rows():
+    with pytest.raises(ValueError, match="values"):
+        SweepTable([0.0], [10, 20], torch.zeros(2, 2), torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="rows"):
+        SweepTable([0.0], [10], torch.zeros(1, 1), torch.zeros(1, 1), rows=["a", "b"])
+    table = SweepTable([0.0, None], [10], torch.tensor([[1.0], [2.0]]), torch.ones(2, 1))
+    assert table.rows == ["η = 0", SIGMA_HAT] and table.value(SIGMA_HAT, 10) == 2.0
+    with pytest.raises(ValueError, match="row"):
+        table.value("η = 2", 10)
+    with pytest.raises(ValueError, match="records"):
+        table.select("kid")
+
+
+def test_sliced_w2_reference_equals_sliced_w2_for_every_reference():
+    mixture = toy_mixture()
+    refs = [mixture.sample(300, generator=torch.Generator().manual_seed(1 + k)) for k in range(3)]
+    scorer = SlicedW2Reference(refs, n_projections=16)
+    points = mixture.sample(300, generator=torch.Generator().manual_seed(9)).float() * 1.1
+    expected = [sliced_w2(points, r, n_projections=16) for r in refs]
+    assert scorer.distances(points).tolist() == pytest.approx(expected, rel=1e-12)
+    other_size = points[:200]  # another n goes through sliced_w2's merged-quantile path
+    assert scorer.distances(other_size).tolist() == pytest.approx(
+        [sliced_w2(other_size, r, n_projections=16) for r in refs], rel=1e-12
+    )
+    e = scorer(points)
+    assert e.value == pytest.approx(sum(expected) / 3) and e == sliced_w2_estimate(
+        points, refs, n_projections=16
+    )
+    with pytest.raises(ValueError, match="points"):
+        scorer(torch.zeros(10, 3))
+    with pytest.raises(ValueError, match="points"):
+        scorer(torch.full((300, 2), float("nan")))
+    with pytest.raises(ValueError, match="references"):
+        SlicedW2Reference([refs[0], refs[1][:10]])
