@@ -9,6 +9,8 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= dev,diffusers,class
 PORT ?= 8888
+# make test runs pytest in this many processes, one torch thread each (a notebook and its cells stay on one)
+TEST_WORKERS ?= 2
 # make lab opens the learner copies; the worked solutions: make lab LAB_DIR=notebooks
 LAB_DIR ?= learner
 # make hub: the class hub's address (127.0.0.1:HUB_PORT) and extra JupyterHub flags, e.g.
@@ -82,7 +84,8 @@ sync-check: setup
 
 test: setup browser-deps hub-deps lint sync-check
 	$(BIN)/python scripts/make_learner_notebooks.py --out build/learner --force
-	$(BIN)/python -m pytest tests notebooks/*.ipynb build/learner/*.ipynb --nbval-lax --durations=15
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests notebooks/*.ipynb build/learner/*.ipynb --nbval-lax \
+	  -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 clean:
 	rm -rf $(VENV) build learner .pytest_cache .ruff_cache .hypothesis
