@@ -49,6 +49,8 @@ def test_guidance_app_with_a_classifier_reports_accuracy(model):
     classifier = build_model("classifier", in_channels=1, num_classes=10, width=4, feature_dim=8).eval()
     app = widgets.guidance_app(model, linear_schedule(100), classifier=classifier, n=3, steps=3)
     assert 0.0 <= app.last_state["accuracy"] <= 1.0
+    low, high = app.last_state["accuracy_interval"]
+    assert low <= app.last_state["accuracy"] <= high
     assert "classifier reads" in app.last_figure.axes[0].get_title()
 
 

@@ -12,6 +12,7 @@ from ..sampling.ddim import ddim_sample
 from ..sampling.guidance import CFG
 from ..sampling.timesteps import timesteps as make_timesteps
 from ..schedules import NoiseSchedule
+from ..scoring import wilson_interval
 from .core import App, make_app
 
 
@@ -78,8 +79,10 @@ def guidance_app(
         if classifier is not None:
             with torch.no_grad():
                 pred = classifier(x.to(_device_of(classifier))).argmax(dim=1).cpu()
-            state["accuracy"] = float((pred == digit).float().mean())
-            title += f": classifier reads {int((pred == digit).sum())}/{n} as {digit}"
+            correct = int((pred == digit).sum())
+            low, high = wilson_interval(correct, n)
+            state["accuracy"], state["accuracy_interval"] = correct / n, (low, high)
+            title += f": classifier reads {correct}/{n} as {digit} (95 % interval {low:.2f}–{high:.2f})"
         fig, ax = plt.subplots(figsize=(min(12.0, 1.3 * min(n, 8) + 0.6), 1.6 * ((n + 7) // 8) + 0.5))
         viz.show_images(x.clamp(-1, 1), nrow=8, ax=ax)
         ax.set_title(f"{title}\n{100 * state['saturated']:.1f} % of pixels outside [−1, 1]", fontsize=9)
