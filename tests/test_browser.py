@@ -132,7 +132,8 @@ def _settle(page, seconds: float = 60) -> None:
         if news.count():
             news.first.click()
         idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-        if idle.count() and not page.locator(".jp-Dialog").count():
+        rendered = page.locator(".jp-Notebook .jp-CodeCell").count() > 0  # not the loading spinner
+        if idle.count() and rendered and not page.locator(".jp-Dialog").count():
             return
         page.wait_for_timeout(500)
     raise TimeoutError("the notebook's kernel did not become idle")
@@ -161,9 +162,19 @@ _CELL_STATES = """() => {
 def _run_all(page, attempts: int = 3, start_s: float = 30) -> None:
     """Run → Run All Cells, and check that it took: on a slow machine a click that lands while
     JupyterLab is still wiring the kernel is dropped, so try again while no cell has started."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     for _ in range(attempts):
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_text("Run All Cells", exact=True).click()
+        # a dialog that opened after _settle (the kernel choice, when the notebook was still loading) blocks
+        # the menu: accept it, let the kernel come up, then click
+        if page.locator(".jp-Dialog").count():
+            _settle(page)
+        try:
+            page.get_by_role("menuitem", name="Run", exact=True).click(timeout=10_000)
+            page.get_by_text("Run All Cells", exact=True).click(timeout=10_000)
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            continue
         deadline = time.monotonic() + start_s
         while time.monotonic() < deadline:
             if any(state != "pending" for state in page.evaluate(_CELL_STATES)["states"]):
