@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from diffusion_course.sampling import CFG, ddim_invert
-from diffusion_course.sampling.timesteps import timesteps
 from diffusion_course.sampling.registry import run_sampler
+from diffusion_course.sampling.timesteps import timesteps
 from diffusion_course.schedules import make_schedule
 
 GOLDEN = Path(__file__).with_name("samplers.json")
@@ -119,7 +119,7 @@ def digest(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
 def record() -> dict:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     return {
-        "what": "SHA-256 of every sampler's output and trajectory on fixed seeds (tests/golden/sampler_cases.py)",
+        "what": "SHA-256 of every sampler output and trajectory on fixed seeds",
         "command": "python -m tests.golden.sampler_cases",
         "recorded_at_commit": commit,
         "torch": torch.__version__,
