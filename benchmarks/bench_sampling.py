@@ -28,7 +28,7 @@ import torch
 
 from diffusion_course import make_schedule
 from diffusion_course.checkpoints import load_checkpoint
-from diffusion_course.sampling import ddim_sample, timesteps
+from diffusion_course.sampling import ddim_sample, timestep_grid
 
 from machine import describe, load_average
 
@@ -53,7 +53,7 @@ def overhead(model, schedule, batch: int, steps: int, repeats: int) -> dict:
     """
     x_T = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(12345))
     labels = torch.arange(batch) % 10
-    ts = timesteps(schedule.T, steps)
+    ts = timestep_grid(schedule.T, steps)
     eps_const = torch.randn(x_T.shape, generator=torch.Generator().manual_seed(2))
 
     def constant_eps(x, t, labels=None):

@@ -46,7 +46,7 @@ from diffusion_course.sampling import (
     fit_timesteps,
     heun_sample,
     solver_nfe,
-    timesteps,
+    timestep_grid,
     unipc_sample,
 )
 from diffusion_course.schedules import linear_schedule
@@ -86,13 +86,13 @@ def oracle_part(points: int, fit_points: int, fit_sweeps: int) -> None:
     floor = sliced_w2(mixture.sample(points, generator=torch.Generator().manual_seed(2)), data)
     start = time.perf_counter()
 
-    full = {name: fn(oracle, x_T, schedule, timesteps(1000, 1000)) for name, fn in SAMPLERS.items()}
+    full = {name: fn(oracle, x_T, schedule, timestep_grid(1000, 1000)) for name, fn in SAMPLERS.items()}
     full_sw2 = {name: sliced_w2(x, data) for name, x in full.items()}
     rows = {}
     for name, fn in SAMPLERS.items():
         for nfe in NFES:
             steps = steps_for(name, nfe)
-            x = fn(oracle, x_T, schedule, timesteps(1000, steps))
+            x = fn(oracle, x_T, schedule, timestep_grid(1000, steps))
             rows[(name, nfe)] = (
                 solver_nfe(name, steps),
                 sliced_w2(x, data),
@@ -150,7 +150,7 @@ def oracle_part(points: int, fit_points: int, fit_sweeps: int) -> None:
         for strategy in ("trailing", "quadratic", "fitted"):
             if strategy == "fitted" and name not in fitted:
                 continue
-            grid = fitted[name] if strategy == "fitted" else timesteps(1000, steps, strategy)
+            grid = fitted[name] if strategy == "fitted" else timestep_grid(1000, steps, strategy)
             value, se = mean_sw2(fn(oracle, x_T, schedule, grid))
             ratio = value / full_mean
             best_ratio = ratio if best_ratio is None else min(best_ratio, ratio)
@@ -165,9 +165,9 @@ def oracle_part(points: int, fit_points: int, fit_sweeps: int) -> None:
     print("| strategy | grid | DDIM | DPM-Solver++(2M) | Heun (9 NFE) |")
     print("|---|---|---|---|---|")
     for strategy in STRATEGIES:
-        grid = timesteps(1000, 10, strategy)
+        grid = timestep_grid(1000, 10, strategy)
         cells = [sliced_w2(fn(oracle, x_T, schedule, grid), data) for fn in (ddim_sample, dpmpp_2m_sample)]
-        heun = sliced_w2(heun_sample(oracle, x_T, schedule, timesteps(1000, 5, strategy)), data)
+        heun = sliced_w2(heun_sample(oracle, x_T, schedule, timestep_grid(1000, 5, strategy)), data)
         span = f"{int(grid[0])} … {int(grid[-1])}"
         print(f"| {strategy} | {span} | {cells[0]:.4f} | {cells[1]:.4f} | {heun:.4f} |")
     print(f"\nOracle part: {time.perf_counter() - start:.0f} s wall-clock.\n")
@@ -179,7 +179,7 @@ def oracle_part(points: int, fit_points: int, fit_sweeps: int) -> None:
 def sample_in_batches(fn, model, x_T, labels, schedule, steps, batch=100, strategy="trailing", **kwargs):
     outs = []
     start = time.perf_counter()
-    grid = timesteps(1000, steps, strategy)
+    grid = timestep_grid(1000, steps, strategy)
     for i in range(0, x_T.shape[0], batch):
         outs.append(fn(model, x_T[i : i + batch], schedule, grid, labels=labels[i : i + batch], **kwargs))
     return torch.cat(outs), (time.perf_counter() - start) / x_T.shape[0]

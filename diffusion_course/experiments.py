@@ -37,8 +37,7 @@ from ._checks import check_float, check_image_batch, check_int, fail
 from .metrics import sliced_w2
 from .sampling.ddim import ddim_sample, ddim_sigma
 from .sampling.ddpm import ddpm_sample
-from .sampling.timesteps import timesteps as make_timesteps
-from .sampling.timesteps import validate_timesteps
+from .sampling.timesteps import timestep_grid, validate_timesteps
 from .scoring import Z95, Estimate
 
 # DDIM (Song et al., 2021), Table 1: CIFAR-10 FID (Inception features, 50k samples) by η and steps. The
@@ -372,7 +371,7 @@ def eta_steps_table(
 
         cells = tqdm(cells, desc=f"η × steps ({metric_name})")
     for i, j in cells:
-        ts = make_timesteps(schedule.T, steps[j], strategy)
+        ts = timestep_grid(schedule.T, steps[j], strategy)
         generator = torch.Generator(device=x_T.device).manual_seed(seed)
         chunks = []
         start = time.perf_counter()

@@ -50,7 +50,7 @@ from diffusion_course.exercises.training import check_ema_update, check_training
 from diffusion_course.metrics import nearest_neighbour_distance
 from diffusion_course.models import TinyUNet, count_parameters
 from diffusion_course.reference_results import estimate, load_results
-from diffusion_course.sampling import ddim_sample, predict_x0, timesteps
+from diffusion_course.sampling import ddim_sample, predict_x0, timestep_grid
 from diffusion_course.scoring import Estimate, Scorer, compare, wilson_interval
 from diffusion_course.training import EMA, TrainConfig, diffusion_loss, train
 
@@ -265,7 +265,7 @@ assert x0_loss_by_t[-1] > x0_loss_by_t[0]  # x̂₀-loss: the large-t end is the
 
 # %%
 x_T = torch.randn(10, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(P.device)
-tiny_samples = ddim_sample(net.eval(), x_T, schedule, timesteps(schedule.T, 20))
+tiny_samples = ddim_sample(net.eval(), x_T, schedule, timestep_grid(schedule.T, 20))
 viz.show_images(tiny_samples.clamp(-1, 1), nrow=10, title=f"TinyUNet after {steps} steps: DDIM, 20 steps")
 
 # %% [markdown]

@@ -42,7 +42,7 @@ from diffusion_course import get_profile, make_schedule, viz, widgets
 from diffusion_course.checkpoints import load_checkpoint
 from diffusion_course.data import load_mnist
 from diffusion_course.exercises.ddpm import check_ddpm_step, check_posterior_mean, check_x0_from_eps
-from diffusion_course.sampling import ddpm_posterior, ddpm_sample, ddpm_step, predict_x0, timesteps
+from diffusion_course.sampling import ddpm_posterior, ddpm_sample, ddpm_step, predict_x0, timestep_grid
 from diffusion_course.widgets.trajectory import trajectory_frames
 
 P = get_profile()
@@ -466,11 +466,11 @@ print("(assuming time grows in proportion to the batch, which holds roughly on a
 # jump from t to an earlier s, q(x_s | x_t, x_0) is the same Gaussian with the α and β of the jump,
 # α = ᾱ_t/ᾱ_s and β = 1 − ᾱ_t/ᾱ_s, and β̃ = (1−ᾱ_s)/(1−ᾱ_t) · β. So `ddpm_step(x_t, eps, t, s, schedule)`
 # takes any earlier code index s, and `ddpm_sample` runs on any decreasing grid of code indices. Here are the
-# starting noises of section 4 again, on a grid of 50 steps (`timesteps(T, 50)`, the "trailing" grid
+# starting noises of section 4 again, on a grid of 50 steps (`timestep_grid(T, 50)`, the "trailing" grid
 # that notebook 06 discusses), with σ² = β̃ of each jump: 20 times fewer network evaluations.
 
 # %%
-grid_50 = timesteps(T, 50)
+grid_50 = timestep_grid(T, 50)
 print(f"grid: {grid_50[:4].tolist()} ... {grid_50[-3:].tolist()}, then the clean image")
 
 evaluations = 0

@@ -53,7 +53,7 @@ from diffusion_course.sampling import (
     ddpm_sample,
     ddpm_step,
     eps_from_x0,
-    timesteps,
+    timestep_grid,
 )
 from diffusion_course.scoring import compare
 
@@ -345,7 +345,7 @@ assert whole_run_difference < 1e-10 and strided_difference < 1e-10
 # last jumps:
 
 # %%
-grid_10 = timesteps(T, 10).tolist()
+grid_10 = timestep_grid(T, 10).tolist()
 print(f"{'jump':>11} | {'beta of the jump':>16} {'1 - ab_s':>9} {'beta_tilde':>10}")
 outside = []
 for t_, s_ in zip(grid_10, [*grid_10[1:], -1]):
@@ -433,7 +433,7 @@ result
 # clean image. Deterministic DDIM (η = 0), written out as the loop a sampler runs:
 
 # %%
-grid = timesteps(T, 3, "trailing").tolist()
+grid = timestep_grid(T, 3, "trailing").tolist()
 print("grid:", grid, "then the clean image (t_prev = -1)")
 x = x_T
 states, predictions = [x_T], []
@@ -486,7 +486,7 @@ results, seconds = {}, {}
 for steps in [1000, 50, 10]:
     start = time.perf_counter()
     results[steps] = ddim_sample(
-        model, x_T, schedule, timesteps(T, steps, "trailing"), eta=0.0, labels=labels, progress=steps == 1000
+        model, x_T, schedule, timestep_grid(T, steps, "trailing"), eta=0.0, labels=labels, progress=steps == 1000
     )
     if P.device.type == "cuda":
         torch.cuda.synchronize()

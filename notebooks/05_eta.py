@@ -53,7 +53,7 @@ from diffusion_course.experiments import (
 )
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
 from diffusion_course.reference_results import estimate, format_table, load_results
-from diffusion_course.sampling import ddim_sample, ddpm_sample, timesteps
+from diffusion_course.sampling import ddim_sample, ddpm_sample, timestep_grid
 from diffusion_course.scoring import Scorer, compare, wilson_interval
 
 P = get_profile()
@@ -84,7 +84,7 @@ print(P)
 # ### Exercise 1: σ along a sampling grid
 #
 # Write `sigma_schedule(schedule, ts, eta)`: given a descending grid of timesteps `ts` (a LongTensor, e.g.
-# `timesteps(1000, 10)` = code indices 999, 899, …, 99), return one σ per step (a float64 tensor of `len(ts)` values).
+# `timestep_grid(1000, 10)` = code indices 999, 899, …, 99), return one σ per step (a float64 tensor of `len(ts)` values).
 # The step from `ts[i]` goes to `ts[i+1]`, **not** to `ts[i] − 1`, and the last step goes to the clean image,
 # where ᾱ_prev = 1. Use `schedule.alpha_bar` (float64).
 
@@ -111,7 +111,7 @@ result
 
 # %%
 schedule = make_schedule("linear", T=1000)
-ts20 = timesteps(1000, 20)
+ts20 = timestep_grid(1000, 20)
 etas = [0.0, 0.2, 0.5, 1.0]
 alpha_bar_prev = torch.cat([schedule.alpha_bar[ts20[1:]], torch.ones(1, dtype=torch.float64)])
 budget = (1 - alpha_bar_prev).sqrt()
@@ -166,7 +166,7 @@ assert (ddim_sigmas(schedule, ts20, 1.0)[1:] < ddim_sigmas(schedule, ts20, 1.0)[
 
 # %%
 # NBVAL_CHECK_OUTPUT
-all_steps = timesteps(1000, 1000)
+all_steps = timestep_grid(1000, 1000)
 sigma_full = ddim_sigmas(schedule, all_steps, 1.0)
 beta_tilde = schedule.posterior_variance[all_steps]
 worst = ((sigma_full[:-1] ** 2 - beta_tilde[:-1]).abs() / beta_tilde[:-1]).max().item()
@@ -185,7 +185,7 @@ assert sigma_full[-1] == 0 and beta_tilde[-1] == 0  # the last step lands on the
 # %%
 oracle = GaussianMixtureOracle(toy_mixture(), schedule)
 x_T_2d = torch.randn(500, 2, generator=torch.Generator().manual_seed(12345))
-ts50 = timesteps(1000, 50)
+ts50 = timestep_grid(1000, 50)
 ddim_eta1 = ddim_sample(oracle, x_T_2d, schedule, ts50, eta=1.0, generator=torch.Generator().manual_seed(1))
 ddpm_50 = ddpm_sample(oracle, x_T_2d, schedule, ts50, generator=torch.Generator().manual_seed(1))
 hat_50 = ddpm_sample(
@@ -243,7 +243,7 @@ n_start = P.pick(quick=24, full=64)
 n_runs = P.pick(quick=3, full=8)
 steps = P.pick(quick=10, full=50)
 seeds = list(range(n_runs))
-ts = timesteps(schedule.T, steps)
+ts = timestep_grid(schedule.T, steps)
 
 x_T = torch.randn(n_start, 1, 28, 28, generator=torch.Generator().manual_seed(12345)).to(P.device)
 labels = (torch.arange(n_start) % 10).to(P.device)

@@ -48,7 +48,7 @@ from diffusion_course.experiments import (
 )
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
 from diffusion_course.reference_results import estimate, format_table, load_results
-from diffusion_course.sampling import STRATEGIES, ddim_sample, ddpm_sample, timesteps, visits_last
+from diffusion_course.sampling import STRATEGIES, ddim_sample, ddpm_sample, timestep_grid, visits_last
 from diffusion_course.scoring import Scorer, compare
 
 P = get_profile()
@@ -77,7 +77,7 @@ sqrt_ab = schedule.alpha_bar.sqrt()
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
 for row, strategy in enumerate(STRATEGIES):
-    ts = timesteps(1000, 10, strategy)
+    ts = timestep_grid(1000, 10, strategy)
     axes[0].plot(ts, [row] * len(ts), "o", ms=5)
     axes[1].plot(range(10), sqrt_ab[ts], "o-", ms=4, label=strategy)
 axes[0].axvline(999, color="k", lw=0.8, ls="--")
@@ -141,7 +141,7 @@ assert same == [S for S in range(2, T + 1) if (T - 1) % (S - 1) == 0] == [2, 4, 
 
 # %%
 # NBVAL_CHECK_OUTPUT
-package = {S: timesteps(T, S, "linspace").flip(0) for S in (10, 20, 50, 59)}  # ascending, like linspace
+package = {S: timestep_grid(T, S, "linspace").flip(0) for S in (10, 20, 50, 59)}  # ascending, like linspace
 print("package == rounded float grid:", {S: torch.equal(package[S], rounded[S]) for S in (10, 20, 50)})
 float_59 = torch.linspace(0, T - 1, 59, dtype=torch.float64)
 print(f"S = 59, k = 29: float64 linspace {float_59[29].item()!r} → round {round(float_59[29].item())}; "
@@ -168,7 +168,7 @@ print(f"{'strategy':<10} | " + " | ".join(f"S={s:<3} first t, √ᾱ " for s in 
 for strategy in STRATEGIES:
     cells = []
     for s in step_counts:
-        first = int(timesteps(1000, s, strategy)[0])
+        first = int(timestep_grid(1000, s, strategy)[0])
         mark = " " if visits_last(1000, s, strategy) else "*"
         cells.append(f"{first:>4}{mark} {sqrt_ab[first].item():.4f}  ")
     print(f"{strategy:<10} | " + " | ".join(cells))
@@ -185,7 +185,7 @@ assert round(sqrt_ab[999].item(), 4) == 0.0064
 
 # %%
 # NBVAL_CHECK_OUTPUT
-lead, quad = int(timesteps(1000, 10, "leading")[0]), int(timesteps(1000, 10, "quadratic")[0])
+lead, quad = int(timestep_grid(1000, 10, "leading")[0]), int(timestep_grid(1000, 10, "quadratic")[0])
 start_signal = {}
 print(
     f"{'schedule':<14} | {'√ᾱ at T−1':>9} | {'leading S=10 starts at':>22} | {'quadratic S=10 starts at':>24}"
@@ -256,7 +256,7 @@ floor_2d = sw2(mixture.sample(n_points, generator=torch.Generator().manual_seed(
 
 oracle_steps = [5, 10, 20, 50]
 oracle_by_strategy = {
-    strategy: [sw2(ddim_sample(oracle, x_T_2d, schedule, timesteps(1000, s, strategy))) for s in oracle_steps]
+    strategy: [sw2(ddim_sample(oracle, x_T_2d, schedule, timestep_grid(1000, s, strategy))) for s in oracle_steps]
     for strategy in STRATEGIES
 }
 
@@ -312,7 +312,7 @@ floor = scorer.floor(n)
 
 model_by_strategy = {}
 for strategy in STRATEGIES:
-    samples = ddim_sample(model, x_T, schedule, timesteps(1000, 10, strategy), labels=labels)
+    samples = ddim_sample(model, x_T, schedule, timestep_grid(1000, 10, strategy), labels=labels)
     model_by_strategy[strategy] = scorer.score(samples.cpu(), labels.cpu())
 
 # %%
@@ -509,7 +509,7 @@ assert compare(oracle_table.estimate(0.0, 2), oracle_table.estimate(0.0, 20)).ve
 
 # %%
 # NBVAL_CHECK_OUTPUT
-ts5 = timesteps(1000, 5)
+ts5 = timestep_grid(1000, 5)
 spread_5 = {
     "η = 0": ddim_sample(oracle, x_T_2d, schedule, ts5, eta=0.0),
     "η = 1": ddim_sample(oracle, x_T_2d, schedule, ts5, eta=1.0, generator=torch.Generator().manual_seed(0)),

@@ -49,7 +49,7 @@ from diffusion_course.data import load_mnist
 from diffusion_course.exercises.guidance import check_batched_guidance, check_guided_eps, check_label_dropout
 from diffusion_course.oracle import GaussianMixture, GaussianMixtureOracle
 from diffusion_course.reference_results import estimate, format_table, load_results
-from diffusion_course.sampling import CFG, ddim_sample, guided_eps, predict_x0, timesteps, to_s
+from diffusion_course.sampling import CFG, ddim_sample, guided_eps, predict_x0, timestep_grid, to_s
 from diffusion_course.schedules import linear_schedule, make_schedule
 from diffusion_course.scoring import Z95, Estimate, Scorer, compare, wilson_interval
 
@@ -160,7 +160,7 @@ x_T_toy = torch.randn(n_toy, 2, generator=torch.Generator().manual_seed(1), dtyp
 c_toy = torch.arange(n_toy) % 2
 toy_scales = [0.0, 1.0, 3.0, 7.0]
 toy = {
-    s: ddim_sample(CFG(oracle, s), x_T_toy, schedule, timesteps(1000, 50), labels=c_toy) for s in toy_scales
+    s: ddim_sample(CFG(oracle, s), x_T_toy, schedule, timestep_grid(1000, 50), labels=c_toy) for s in toy_scales
 }
 
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.3), sharex=True, sharey=True)
@@ -407,7 +407,7 @@ steps_sweep = P.pick(quick=10, full=20)
 scales = [0.0, 1.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0]
 sweep_labels = torch.arange(n_sweep) % 10
 x_T = torch.randn(n_sweep, 1, 28, 28, generator=torch.Generator().manual_seed(4)).to(P.device)
-grid = timesteps(mnist_schedule.T, steps_sweep)
+grid = timestep_grid(mnist_schedule.T, steps_sweep)
 scorer = Scorer(device=P.device)  # mnist-classifier features; reference: the 500 held-out digits
 classifier = scorer.classifier
 

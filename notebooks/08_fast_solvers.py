@@ -66,7 +66,7 @@ from diffusion_course.sampling import (
     fit_timesteps,
     half_log_snr,
     heun_sample,
-    timesteps,
+    timestep_grid,
     unipc_sample,
 )
 from diffusion_course.sampling.registry import nfe
@@ -134,7 +134,7 @@ n_points = P.pick(quick=4000, full=50_000)
 x_T_2d = mixture.noised(schedule.alpha_bar[999].item()).sample(
     n_points, generator=torch.Generator().manual_seed(0)
 )
-grid10 = timesteps(schedule.T, 10)  # "trailing": 999, 899, …, 99
+grid10 = timestep_grid(schedule.T, 10)  # "trailing": 999, 899, …, 99
 euler_10 = euler_sample(oracle, x_T_2d, schedule, grid10)
 ddim_10 = ddim_sample(oracle, x_T_2d, schedule, grid10, eta=0.0)
 print(f"grid: {grid10.tolist()}")
@@ -150,8 +150,8 @@ assert torch.allclose(euler_10, ddim_10, atol=1e-5)
 
 # %%
 few = x_T_2d[:12]
-_, fine = dpmpp_2m_sample(oracle, few, schedule, timesteps(1000, 200, "log"), return_trajectory=True)
-_, coarse = euler_sample(oracle, few, schedule, timesteps(1000, 5), return_trajectory=True)
+_, fine = dpmpp_2m_sample(oracle, few, schedule, timestep_grid(1000, 200, "log"), return_trajectory=True)
+_, coarse = euler_sample(oracle, few, schedule, timestep_grid(1000, 5), return_trajectory=True)
 fine_xs, coarse_xs = torch.stack(fine.xs), torch.stack(coarse.xs)  # (steps + 1, 12, 2)
 
 fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -272,7 +272,7 @@ assert (
     )
     < 1e-12
 )
-grid2 = timesteps(1000, 2)  # both steps first order: DPM-Solver++ with 2 steps is DDIM
+grid2 = timestep_grid(1000, 2)  # both steps first order: DPM-Solver++ with 2 steps is DDIM
 assert torch.allclose(
     dpmpp_2m_sample(oracle, x_T_2d, schedule, grid2), ddim_sample(oracle, x_T_2d, schedule, grid2), atol=1e-5
 )
@@ -378,7 +378,7 @@ def show(e):
 
 floor = sw2(mixture.sample(n_points, generator=torch.Generator().manual_seed(20)))
 ref_steps = P.pick(quick=200, full=1000)
-reference = dpmpp_2m_sample(oracle, x_T_2d, schedule, timesteps(1000, ref_steps, "log"))
+reference = dpmpp_2m_sample(oracle, x_T_2d, schedule, timestep_grid(1000, ref_steps, "log"))
 
 
 def error(out):
@@ -391,7 +391,7 @@ for name, strategy in race:
     oracle_nfe[curve], oracle_sw2[curve], oracle_err[curve] = [], [], []
     for budget in budgets:
         steps = steps_for(name, budget)
-        out = samplers[name](oracle, x_T_2d, schedule, timesteps(1000, steps, strategy))
+        out = samplers[name](oracle, x_T_2d, schedule, timestep_grid(1000, steps, strategy))
         oracle_nfe[curve].append(nfe(keys[name], steps))
         oracle_sw2[curve].append(sw2(out))
         oracle_err[curve].append(error(out))
@@ -447,7 +447,7 @@ if not P.is_full:  # 4000 points: from 15 NFE on, the ranges overlap
 # %%
 last_step = {}
 for steps, budget_index in ((10, 1), (20, 3), (50, 4)):
-    t_last = int(timesteps(1000, steps)[-1])
+    t_last = int(timestep_grid(1000, steps)[-1])
     last_step[steps] = {
         "t": t_last,
         "1 - alpha_bar": 1 - schedule.alpha_bar[t_last].item(),
@@ -455,7 +455,7 @@ for steps, budget_index in ((10, 1), (20, 3), (50, 4)):
         "error": dpm_err[budget_index],  # DPM-Solver++(2M), trailing grid, from the race above
     }
 # the 10-step run up to index 99, then an accurate finish: DPM-Solver++ through every index 99, 98, …, 0
-out, path = dpmpp_2m_sample(oracle, x_T_2d, schedule, timesteps(1000, 10), return_trajectory=True)
+out, path = dpmpp_2m_sample(oracle, x_T_2d, schedule, timestep_grid(1000, 10), return_trajectory=True)
 finish = dpmpp_2m_sample(oracle, path.xs[-2], schedule, torch.arange(int(path.timesteps[-1]), -1, -1))
 finish_error = error(finish)
 print(f"{'N':>3} {'last t':>7} {'1 - alpha_bar':>14} {'sigma':>7} {'|x - x_ref|':>12}")
@@ -502,14 +502,14 @@ assert abs(error_ratio / sigma_ratio - 1) < 0.25 and error_ratio < 7
 #   correction weight 1/(2r) ≈ 2.4 extrapolates far. There DPM-Solver++(2M) is *worse* than DDIM:
 
 # %%
-heun_log_sw2 = sw2(heun_sample(oracle, x_T_2d, schedule, timesteps(1000, 5, "log")))
-linspace_10 = timesteps(1000, 10, "linspace")
+heun_log_sw2 = sw2(heun_sample(oracle, x_T_2d, schedule, timestep_grid(1000, 5, "log")))
+linspace_10 = timestep_grid(1000, 10, "linspace")
 r_lin, c_lin = dpmpp_2m_coefficients(*(schedule.alpha_bar[t].item() for t in (222, 111, 0)))
 linspace_race = {
     name: samplers[name](oracle, x_T_2d, schedule, linspace_10) for name in ("DDIM", "DPM-Solver++(2M)")
 }
 linspace_sw2 = {name: sw2(out) for name, out in linspace_race.items()}
-print(f"Heun, 5 steps (9 NFE), log grid {timesteps(1000, 5, 'log').tolist()}: sliced W2 {show(heun_log_sw2)}")
+print(f"Heun, 5 steps (9 NFE), log grid {timestep_grid(1000, 5, 'log').tolist()}: sliced W2 {show(heun_log_sw2)}")
 print(f"linspace grid {linspace_10.tolist()}: r = {r_lin:.3f}, 1/(2r) = {c_lin:.2f}")
 for name, out in linspace_race.items():
     print(f"  {name:<18} 10 NFE: |x - x_ref| {error(out):.4f}, sliced W2 {show(linspace_sw2[name])}")
@@ -519,7 +519,7 @@ print(f"  sliced W2, DPM-Solver++(2M) against DDIM: {linspace_verdict}")
 # %%
 assert heun_log_sw2.value > 10 * oracle_sw2[("Heun", "trailing")][1].value  # diverged
 sigma_at = lambda t: schedule.sigmas[t].item()  # noqa: E731
-heun_5, heun_5_log = timesteps(1000, 5).tolist(), timesteps(1000, 5, "log").tolist()
+heun_5, heun_5_log = timestep_grid(1000, 5).tolist(), timestep_grid(1000, 5, "log").tolist()
 assert heun_5[:2] == [999, 799] and abs(sigma_at(799) - 26) < 0.5 and heun_5[-1] == 199
 assert abs(sigma_at(199) - 0.72) < 0.005 and abs(sigma_at(99) - 0.34) < 0.005
 assert heun_5_log[1] == 177 and abs(sigma_at(177) - 0.63) < 0.005
@@ -566,7 +566,7 @@ def label_accuracy(images):
 def run(sampler, steps, **kwargs):
     """Samples and wall-clock seconds per sample of one sampler run from the shared x_T."""
     start = time.perf_counter()
-    out = sampler(model, x_T, schedule, timesteps(schedule.T, steps), labels=labels, **kwargs)
+    out = sampler(model, x_T, schedule, timestep_grid(schedule.T, steps), labels=labels, **kwargs)
     return out, (time.perf_counter() - start) / n_model
 
 
@@ -576,7 +576,7 @@ for name, budget in tqdm([(n, b) for n in samplers for b in model_budgets], desc
     model_time[(name, budget)], model_samples[(name, budget)] = seconds, out.cpu()
 model_accuracy = {name: label_accuracy(model_samples[(name, 10)]) for name in samplers}
 real = label_accuracy(train_images[same_labels])  # n real training digits with the same labels
-euler_5 = euler_sample(model, x_T, schedule, timesteps(schedule.T, 5), labels=labels).cpu()
+euler_5 = euler_sample(model, x_T, schedule, timestep_grid(schedule.T, 5), labels=labels).cpu()
 gap = (euler_5 - model_samples[("DDIM", 5)]).abs().max().item()
 
 # %%
@@ -809,7 +809,7 @@ assert [used for name, used, *_ in table if name == "DPM-Solver++(2M)"] == [20, 
 
 # %%
 schedule_2d = make_schedule("linear", T=1000)
-grid_10 = timesteps(1000, 10)
+grid_10 = timestep_grid(1000, 10)
 predictor_only = unipc_sample(oracle, x_T_2d, schedule_2d, grid_10, corrector=False)
 two_m = dpmpp_2m_sample(oracle, x_T_2d, schedule_2d, grid_10)
 print(f"max |UniP-2 − DPM-Solver++(2M)|: {(predictor_only - two_m).abs().max().item():.1e}")
@@ -862,11 +862,11 @@ print(f"fitted grid: {fit.timesteps.tolist()}")
 print(f"σ at its indices: {[round(schedule_2d.sigmas[t].item(), 3) for t in fit.timesteps.tolist()]}")
 print(f"path distance on the fitting points: {fit.start_loss:.4f} (start) → {fit.loss:.4f}")
 
-held_out_ref = unipc_sample(oracle, x_T_2d, schedule_2d, timesteps(1000, ref_steps, "log"))
+held_out_ref = unipc_sample(oracle, x_T_2d, schedule_2d, timestep_grid(1000, ref_steps, "log"))
 converged = sw2(held_out_ref)
 grids_10 = {
-    "trailing": timesteps(1000, 10),
-    "quadratic": timesteps(1000, 10, "quadratic"),
+    "trailing": timestep_grid(1000, 10),
+    "quadratic": timestep_grid(1000, 10, "quadratic"),
     "fitted": fit.timesteps,
 }
 fitted_race = {}

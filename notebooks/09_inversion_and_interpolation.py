@@ -50,7 +50,7 @@ from diffusion_course.sampling import (
     ddim_reconstruction_error,
     ddim_sample,
     ddim_step,
-    timesteps,
+    timestep_grid,
 )
 from diffusion_course.scoring import Estimate, compare, wilson_interval
 
@@ -118,7 +118,7 @@ result
 # checked against the package:
 
 # %%
-grid = timesteps(schedule.T, 10)  # the decoder's grid of code indices, descending: 999, 899, …, 99
+grid = timestep_grid(schedule.T, 10)  # the decoder's grid of code indices, descending: 999, 899, …, 99
 two = images[:2]
 x, ab_cur = two, 1.0  # the clean image: ᾱ = 1
 with torch.no_grad():
@@ -162,7 +162,7 @@ ddim_table2 = {10: 0.014, 20: 0.0065, 50: 0.0023, 100: 0.0009, 200: 0.0004, 500:
 
 latents, reconstructions, errors = {}, {}, {}
 for S in steps_list:
-    grid = timesteps(schedule.T, S)
+    grid = timestep_grid(schedule.T, S)
     latents[S] = ddim_invert(model, x0, schedule, grid, labels=y0)
     reconstructions[S] = ddim_sample(model, latents[S], schedule, grid, labels=y0)
     errors[S] = (reconstructions[S] - x0).pow(2).flatten(1).mean(1)  # per image, [−1, 1] units
@@ -188,7 +188,7 @@ print(
 
 # %%
 S = steps_list[0]
-by_package = ddim_reconstruction_error(model, x0, schedule, timesteps(schedule.T, S), labels=y0)
+by_package = ddim_reconstruction_error(model, x0, schedule, timestep_grid(schedule.T, S), labels=y0)
 assert torch.allclose(by_package, errors[S], rtol=1e-4, atol=1e-7)
 per_image = torch.stack([errors[S] for S in steps_list])  # (steps, images)
 assert (per_image[1:] < per_image[:-1]).all(), per_image
@@ -334,7 +334,7 @@ result
 
 # %%
 S_interp = 50
-grid = timesteps(schedule.T, S_interp)
+grid = timestep_grid(schedule.T, S_interp)
 z_pair = latents[S_interp][[pick.index(i) for i in interp_pair]]
 z0_, z1_ = z_pair[:1], z_pair[1:]
 alphas = torch.linspace(0, 1, P.pick(quick=7, full=11))
@@ -408,7 +408,7 @@ assert all(r == 2 for r in path_read["slerp"])
 
 # %%
 # NBVAL_CHECK_OUTPUT
-grid = timesteps(schedule.T, S_interp)
+grid = timestep_grid(schedule.T, S_interp)
 three = images[to_edit][None]
 z_three = latents[S_interp][pick.index(to_edit)][None]
 targets = torch.tensor(P.pick(quick=[0, 3, 5, 8, 9], full=list(range(10))), device=P.device)

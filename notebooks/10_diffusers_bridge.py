@@ -64,7 +64,7 @@ from diffusion_course.sampling import (
     ddpm_sample,
     dpmpp_2m_sample,
     euler_sample,
-    timesteps,
+    timestep_grid,
 )
 from diffusion_course.scoring import Estimate, compare
 
@@ -102,7 +102,7 @@ if HAVE_DIFFUSERS:
 # | `schedule.betas` (float64) | `trained_betas` (stored as float32) | `beta_schedule="linear"` |
 # | `T = schedule.T` | `num_train_timesteps` | 1000 |
 # | ε-prediction | `prediction_type="epsilon"` | `"epsilon"` |
-# | grid `timesteps(T, S, "trailing")` | `timestep_spacing="trailing"` | `"leading"` (DDPM, DDIM), `"linspace"` (DPM-Solver, Euler) |
+# | grid `timestep_grid(T, S, "trailing")` | `timestep_spacing="trailing"` | `"leading"` (DDPM, DDIM), `"linspace"` (DPM-Solver, Euler) |
 # | no x̂₀ clipping (`clip_x0=False`) | `clip_sample=False` (DDPM, DDIM) | **True** |
 # | DDIM with `clip_x0=True` (x̂₀ clamped to [−1, 1], ε recomputed from it) | `clip_sample=True`, `clip_sample_range=1.0` **and** `step(..., use_clipped_model_output=True)` | `use_clipped_model_output=False` (also in `DDIMPipeline`) |
 # | DDPM with `clip_x0=True` | `clip_sample=True`, `clip_sample_range=1.0` | |
@@ -156,7 +156,7 @@ def diffs(a, b):
 agreement = {}
 if HAVE_DIFFUSERS:
     S = 10
-    grid = timesteps(schedule.T, S)  # trailing: 999, 899, …, 99
+    grid = timestep_grid(schedule.T, S)  # trailing: 999, 899, …, 99
     ddim = make_diffusers_scheduler("ddim", schedule)
     agreement["DDIM η=0, 10 steps"] = diffs(
         run_diffusers_scheduler(ddim, oracle, x_T, steps=S), ddim_sample(oracle, x_T, schedule, grid)
@@ -221,11 +221,11 @@ if HAVE_DIFFUSERS:
     exact = {
         "DDIM η=0, 10 steps": max_diff(
             run_diffusers_scheduler(ddim64, oracle, x64, steps=10),
-            ddim_sample(oracle, x64, schedule, timesteps(1000, 10)),
+            ddim_sample(oracle, x64, schedule, timestep_grid(1000, 10)),
         ),
         "DDPM β̃, 100 steps, same seed": max_diff(
             run_diffusers_scheduler(ddpm64, oracle, x64, generator=seed(), steps=100),
-            ddpm_sample(oracle, x64, schedule, timesteps(1000, 100), generator=seed()),
+            ddpm_sample(oracle, x64, schedule, timestep_grid(1000, 100), generator=seed()),
         ),
     }
     for name, value in exact.items():
@@ -269,7 +269,7 @@ result
 # NBVAL_CHECK_OUTPUT
 landing = {}
 for spacing, S in (("linspace", 10), ("trailing", 15)):
-    grid = timesteps(1000, S, spacing)
+    grid = timestep_grid(1000, S, spacing)
     rows = landing[spacing] = ddim_landing_points(grid, 1000)
     print(f"{spacing}, S = {S} (T // S = {1000 // S}): (t → where diffusers lands | the next grid point)")
     print("   " + ", ".join(f"{t}→{land}|{nxt}" for t, land, nxt in rows))
@@ -327,7 +327,7 @@ sd = scaled_linear_schedule(1000)  # Stable Diffusion's schedule, for comparison
 print(f"{'S':>3} | {'first t':>7} | {'√ᾱ there, linear':>16} | {'√ᾱ there, SD':>12} | (at t = 999: "
       f"{schedule.alpha_bar[999].sqrt():.4f}, {sd.alpha_bar[999].sqrt():.4f})")  # fmt: skip
 for S in (2, 5, 10, 50):
-    first = int(timesteps(1000, S, "leading")[0])
+    first = int(timestep_grid(1000, S, "leading")[0])
     print(
         f"{S:3d} | {first:7d} | {schedule.alpha_bar[first].sqrt():16.4f} | {sd.alpha_bar[first].sqrt():12.4f}"
     )
@@ -394,7 +394,7 @@ assert data_mean.abs().max() < 0.1 and schedule.alpha_bar[900].sqrt() < 0.02
 # %%
 # NBVAL_CHECK_OUTPUT
 if HAVE_DIFFUSERS:
-    ours = ddim_sample(oracle, x_T, schedule, timesteps(1000, 10))
+    ours = ddim_sample(oracle, x_T, schedule, timestep_grid(1000, 10))
     not_one = make_diffusers_scheduler("ddim", schedule, set_alpha_to_one=False)
     gap = (run_diffusers_scheduler(not_one, oracle, x_T, steps=10) - ours).norm(dim=1)
     print(f"set_alpha_to_one=False: mean ‖diffusers − course‖ = {gap.mean():.4f} (√(1 − alpha_bar[0]) = "
@@ -439,7 +439,7 @@ else:
 # %%
 # NBVAL_CHECK_OUTPUT
 if HAVE_DIFFUSERS:
-    ours_clip = ddim_sample(oracle, x_T, schedule, timesteps(1000, 10), clip_x0=True)
+    ours_clip = ddim_sample(oracle, x_T, schedule, timestep_grid(1000, 10), clip_x0=True)
     clip_map = {}
     for use_clipped in (True, False):
         scheduler = make_diffusers_scheduler("ddim", schedule, clip_sample=True, clip_sample_range=1.0)
@@ -475,7 +475,7 @@ else:
 if HAVE_DIFFUSERS:
     final_gap = {}
     for S in (10, 20):
-        ours = dpmpp_2m_sample(oracle, x_T, schedule, timesteps(1000, S))
+        ours = dpmpp_2m_sample(oracle, x_T, schedule, timestep_grid(1000, S))
         for final in ("zero", "sigma_min"):
             for lower in (True, False):
                 scheduler = make_diffusers_scheduler(
@@ -521,7 +521,7 @@ if HAVE_DIFFUSERS:
         orc = GaussianMixtureOracle(toy_mixture(), sched)
         scheduler = make_diffusers_scheduler("euler", sched)
         theirs = run_diffusers_scheduler(scheduler, orc, x_T, steps=10)
-        grid = timesteps(sched.T, 10)
+        grid = timestep_grid(sched.T, 10)
         sigma_max = ((1 - sched.alpha_bar[-1]) / sched.alpha_bar[-1]).sqrt().item()
         euler_gap[name] = max_diff(theirs, euler_sample(orc, x_T, sched, grid))
         print(f"{name:16s}: σ_max = {sigma_max:7.2f}, √(σ_max²+1)/σ_max − 1 = {(1 + sigma_max**-2) ** 0.5 - 1:.1e}, "
@@ -555,7 +555,7 @@ if HAVE_DIFFUSERS:
             scheduler = make_diffusers_scheduler(kind, schedule, timestep_spacing=spacing)
             scheduler.set_timesteps(10)
             print(f"   {type(scheduler).__name__:28s} {[round(float(t)) for t in scheduler.timesteps]}")
-        print(f"   {'course timesteps(1000, 10)':28s} {timesteps(1000, 10, spacing).tolist()}")
+        print(f"   {'course timestep_grid(1000, 10)':28s} {timestep_grid(1000, 10, spacing).tolist()}")
     dpm = make_diffusers_scheduler("dpmpp2m", schedule, timestep_spacing="linspace")
     dpm.set_timesteps(10)
     assert dpm.timesteps.tolist()[-1] == 100  # DPM-Solver's "linspace" drops t = 0
@@ -570,7 +570,7 @@ else:
 # ### Exercise 2: a DDIMScheduler config from a schedule
 #
 # Write `ddim_config(schedule)`: the keyword arguments for `diffusers.DDIMScheduler(**config)` under which
-# diffusers' DDIM (η = 0, S steps) equals `ddim_sample(eps_model, x_T, schedule, timesteps(T, S, "trailing"))`.
+# diffusers' DDIM (η = 0, S steps) equals `ddim_sample(eps_model, x_T, schedule, timestep_grid(T, S, "trailing"))`.
 # Only use options DDIMScheduler knows, and remember its defaults (section 1's table). With diffusers
 # installed, the checker also builds the scheduler and samples with it.
 
@@ -614,7 +614,7 @@ digit_labels = torch.arange(n_digits, device=P.device) % 10
 x_T_img = torch.randn(n_digits, 1, 28, 28, generator=seed(3)).to(P.device)
 S_ddim, S_dpm = 20, 10
 digits = {
-    "course DDIM": ddim_sample(model, x_T_img, mnist_schedule, timesteps(1000, S_ddim), labels=digit_labels)
+    "course DDIM": ddim_sample(model, x_T_img, mnist_schedule, timestep_grid(1000, S_ddim), labels=digit_labels)
 }
 if HAVE_DIFFUSERS:
     for name, kind, S, options, step_options in (
@@ -634,10 +634,10 @@ if HAVE_DIFFUSERS:
             scheduler, model, x_T_img, labels=digit_labels, steps=S, **step_options
         )
     digits["course DDIM, clip_x0=True"] = ddim_sample(
-        model, x_T_img, mnist_schedule, timesteps(1000, S_ddim), labels=digit_labels, clip_x0=True
+        model, x_T_img, mnist_schedule, timestep_grid(1000, S_ddim), labels=digit_labels, clip_x0=True
     )
     digits["course DPM-Solver++(2M)"] = dpmpp_2m_sample(
-        model, x_T_img, mnist_schedule, timesteps(1000, S_dpm), labels=digit_labels
+        model, x_T_img, mnist_schedule, timestep_grid(1000, S_dpm), labels=digit_labels
     )
     mnist_gaps = {
         f"DDIM {S_ddim} steps": diffs(digits["diffusers DDIM"], digits["course DDIM"]),

@@ -39,7 +39,7 @@ from diffusion_course.sampling import (  # noqa: E402
     ddpm_sample,
     dpmpp_2m_sample,
     euler_sample,
-    timesteps,
+    timestep_grid,
 )
 from diffusion_course.sampling.common import alpha_bar_at  # noqa: E402
 
@@ -157,7 +157,7 @@ def test_ddim_trailing_agrees_when_steps_divide_T(T, steps):
     schedule, oracle = (S1000, ORACLE[1000]) if T == 1000 else (S100, ORACLE[100])
     scheduler = make_diffusers_scheduler("ddim", schedule)
     theirs, visited = run_diffusers_scheduler(scheduler, oracle, x_T(), steps=steps, return_timesteps=True)
-    assert torch.equal(visited, timesteps(T, steps, "trailing"))
+    assert torch.equal(visited, timestep_grid(T, steps, "trailing"))
     ours = ddim_sample(oracle, x_T(), schedule, visited)
     assert max_diff(theirs, ours) < 1e-5
     # the remaining difference is diffusers' float32 ᾱ: with ours swapped in, float64 runs agree to rounding
@@ -170,11 +170,11 @@ def test_ddim_trailing_agrees_when_steps_divide_T(T, steps):
 def test_ddim_linspace_agrees_only_with_all_steps_and_leading_agrees_on_its_grid():
     scheduler = make_diffusers_scheduler("ddim", S20, timestep_spacing="linspace")
     theirs = run_diffusers_scheduler(scheduler, ORACLE[20], x_T(), steps=20)
-    assert max_diff(theirs, ddim_sample(ORACLE[20], x_T(), S20, timesteps(20, 20, "linspace"))) < 1e-5
+    assert max_diff(theirs, ddim_sample(ORACLE[20], x_T(), S20, timestep_grid(20, 20, "linspace"))) < 1e-5
     oracle = ORACLE[100]
     scheduler = make_diffusers_scheduler("ddim", S100, timestep_spacing="leading")
     theirs, visited = run_diffusers_scheduler(scheduler, oracle, x_T(), steps=10, return_timesteps=True)
-    assert torch.equal(visited, timesteps(100, 10, "leading"))
+    assert torch.equal(visited, timestep_grid(100, 10, "leading"))
     assert max_diff(theirs, ddim_sample(oracle, x_T(), S100, visited)) < 1e-5
 
 
@@ -182,9 +182,9 @@ def test_ddim_eta_one_draws_the_same_noise():
     oracle = ORACLE[1000]
     scheduler = make_diffusers_scheduler("ddim", S1000)
     theirs = run_diffusers_scheduler(scheduler, oracle, x_T(), generator=gen(), steps=10, eta=1.0)
-    ours = ddim_sample(oracle, x_T(), S1000, timesteps(1000, 10), eta=1.0, generator=gen())
+    ours = ddim_sample(oracle, x_T(), S1000, timestep_grid(1000, 10), eta=1.0, generator=gen())
     assert max_diff(theirs, ours) < 1e-4
-    other_seed = ddim_sample(oracle, x_T(), S1000, timesteps(1000, 10), eta=1.0, generator=gen(2))
+    other_seed = ddim_sample(oracle, x_T(), S1000, timestep_grid(1000, 10), eta=1.0, generator=gen(2))
     assert max_diff(theirs, other_seed) > 0.1  # so the agreement is not an accident
 
 
@@ -217,7 +217,7 @@ def test_dpm_solver_pp_2m_agrees(steps):
         theirs, visited = run_diffusers_scheduler(
             scheduler, oracle, x_T(), steps=steps, return_timesteps=True
         )
-        assert torch.equal(visited, timesteps(1000, steps, "trailing"))
+        assert torch.equal(visited, timestep_grid(1000, steps, "trailing"))
         ours = dpmpp_2m_sample(oracle, x_T(), S1000, visited)
         assert max_diff(theirs, ours) < 1e-5
 
@@ -227,15 +227,15 @@ def test_dpm_solver_with_labels():
     labels = torch.arange(8) % 4
     scheduler = make_diffusers_scheduler("dpmpp2m", S1000)
     theirs = run_diffusers_scheduler(scheduler, oracle, x_T(8), labels=labels, steps=10)
-    ours = dpmpp_2m_sample(oracle, x_T(8), S1000, timesteps(1000, 10), labels=labels)
+    ours = dpmpp_2m_sample(oracle, x_T(8), S1000, timestep_grid(1000, 10), labels=labels)
     assert max_diff(theirs, ours) < 1e-5
-    assert max_diff(theirs, dpmpp_2m_sample(oracle, x_T(8), S1000, timesteps(1000, 10))) > 0.01
+    assert max_diff(theirs, dpmpp_2m_sample(oracle, x_T(8), S1000, timestep_grid(1000, 10))) > 0.01
 
 
 def test_euler_agrees_from_the_exact_start_and_is_ddim():
     oracle = ORACLE[1000]
     scheduler = make_diffusers_scheduler("euler", S1000)
-    ts = timesteps(1000, 10)
+    ts = timestep_grid(1000, 10)
     exact_start = x_T() * float((1 / S1000.alpha_bar[ts[0]]).sqrt())  # x̃ = x/√ᾱ, the σ frame
     theirs = run_diffusers_scheduler(scheduler, oracle, exact_start, steps=10, scale_initial=False)
     assert max_diff(theirs, euler_sample(oracle, x_T(), S1000, ts)) < 1e-5
@@ -281,13 +281,13 @@ def test_leading_never_visits_T_minus_1():
         assert int(scheduler.timesteps[-1]) == 0  # and spends its last step on ᾱ_0 → 1
     scheduler = make_diffusers_scheduler("ddim", S1000, timestep_spacing="leading")
     theirs = run_diffusers_scheduler(scheduler, ORACLE[1000], x_T(), steps=10)
-    trailing = ddim_sample(ORACLE[1000], x_T(), S1000, timesteps(1000, 10))
+    trailing = ddim_sample(ORACLE[1000], x_T(), S1000, timestep_grid(1000, 10))
     assert max_diff(theirs, trailing) > 0.01
 
 
 def test_set_alpha_to_one_false_stops_at_alpha_bar_0():
     oracle = ORACLE[1000]
-    ts = timesteps(1000, 10)
+    ts = timestep_grid(1000, 10)
     scheduler = make_diffusers_scheduler("ddim", S1000, set_alpha_to_one=False)
     theirs = run_diffusers_scheduler(scheduler, oracle, x_T(dtype=torch.float64), steps=10)
     ours, traj = ddim_sample(oracle, x_T(dtype=torch.float64), S1000, ts, return_trajectory=True)
@@ -301,7 +301,7 @@ def test_set_alpha_to_one_false_stops_at_alpha_bar_0():
 
 def test_clip_sample_clamps_every_output_into_minus_one_one():
     oracle = ORACLE[1000]
-    ours = ddim_sample(oracle, x_T(500), S1000, timesteps(1000, 10))
+    ours = ddim_sample(oracle, x_T(500), S1000, timestep_grid(1000, 10))
     for kind in ("ddim", "ddpm"):
         scheduler = make_diffusers_scheduler(kind, S1000, clip_sample=True)
         theirs = run_diffusers_scheduler(scheduler, oracle, x_T(500), generator=gen(), steps=10)
@@ -313,7 +313,7 @@ def test_clip_sample_clamps_every_output_into_minus_one_one():
 
 def test_dpm_solver_final_step_options():
     oracle = ORACLE[1000]
-    ours = dpmpp_2m_sample(oracle, x_T(), S1000, timesteps(1000, 10))
+    ours = dpmpp_2m_sample(oracle, x_T(), S1000, timestep_grid(1000, 10))
     gaps = {}
     for lower_order_final in (True, False):
         scheduler = make_diffusers_scheduler(
@@ -343,7 +343,7 @@ def test_euler_starts_from_sigma_max_instead_of_the_exact_frame():
     sigma_max = math.sqrt((1 - S100.alpha_bar[99]) / S100.alpha_bar[99])
     assert float(scheduler.init_noise_sigma) == pytest.approx(sigma_max, rel=1e-5)  # not √(σ² + 1)
     theirs = run_diffusers_scheduler(scheduler, ORACLE[100], x_T(), steps=10)
-    ours = euler_sample(ORACLE[100], x_T(), S100, timesteps(100, 10))
+    ours = euler_sample(ORACLE[100], x_T(), S100, timestep_grid(100, 10))
     assert math.sqrt(sigma_max**2 + 1) / sigma_max > 1.2  # ᾱ_99 = 0.36 for linear T = 100
     assert max_diff(theirs, ours) > 0.1
     # the effect shrinks as σ_max grows: Stable Diffusion's schedule (σ_max ≈ 14.6)
@@ -351,5 +351,5 @@ def test_euler_starts_from_sigma_max_instead_of_the_exact_frame():
     scheduler = make_diffusers_scheduler("euler", sd)
     oracle = GaussianMixtureOracle(toy_mixture(), sd)
     theirs = run_diffusers_scheduler(scheduler, oracle, x_T(), steps=10)
-    gap = max_diff(theirs, euler_sample(oracle, x_T(), sd, timesteps(1000, 10)))
+    gap = max_diff(theirs, euler_sample(oracle, x_T(), sd, timestep_grid(1000, 10)))
     assert 1e-4 < gap < 0.05

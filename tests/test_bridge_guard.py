@@ -17,7 +17,7 @@ import torch
 from diffusion_course import linear_schedule
 from diffusion_course.bridge import INSTALL_HINT, check_diffusers_installed, running_in_ci
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
-from diffusion_course.sampling import ddim_sample, ddpm_sample, timesteps
+from diffusion_course.sampling import ddim_sample, ddpm_sample, timestep_grid
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "10_diffusers_bridge.py"
 
@@ -107,9 +107,9 @@ def test_ddim_clip_x0_is_clip_sample_with_use_clipped_model_output():
     from diffusion_course.bridge import make_diffusers_scheduler, run_diffusers_scheduler
 
     schedule, oracle, x_T = _toy()
-    ours = ddim_sample(oracle, x_T, schedule, timesteps(1000, 10), clip_x0=True)
+    ours = ddim_sample(oracle, x_T, schedule, timestep_grid(1000, 10), clip_x0=True)
     assert (
-        ours - ddim_sample(oracle, x_T, schedule, timesteps(1000, 10))
+        ours - ddim_sample(oracle, x_T, schedule, timestep_grid(1000, 10))
     ).abs().max() > 1e-2  # clipping acts
     gap = {}
     for use_clipped in (True, False):
@@ -122,7 +122,7 @@ def test_ddim_clip_x0_is_clip_sample_with_use_clipped_model_output():
     assert gap[False] > 1e-2, gap
     # η = 1 with the same seed: the same correspondence
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
-    ours = ddim_sample(oracle, x_T, schedule, timesteps(1000, 10), clip_x0=True, eta=1.0, generator=g())
+    ours = ddim_sample(oracle, x_T, schedule, timestep_grid(1000, 10), clip_x0=True, eta=1.0, generator=g())
     scheduler = make_diffusers_scheduler("ddim", schedule, clip_sample=True)
     theirs = run_diffusers_scheduler(
         scheduler, oracle, x_T, generator=g(), steps=10, eta=1.0, use_clipped_model_output=True
@@ -140,7 +140,7 @@ def test_ddpm_clip_x0_is_clip_sample():
 
     schedule, oracle, x_T = _toy()
     g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
-    grid = timesteps(1000, 50)
+    grid = timestep_grid(1000, 50)
     ours = ddpm_sample(oracle, x_T.double(), schedule, grid, clip_x0=True, generator=g())
     plain = ddpm_sample(oracle, x_T.double(), schedule, grid, generator=g())
     assert (ours - plain).abs().max() > 1e-2  # clipping acts

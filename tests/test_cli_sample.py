@@ -20,7 +20,7 @@ from diffusion_course.evaluation import (
     load_classifier,
     toy_reference,
 )
-from diffusion_course.sampling import CFG, ddim_sample, solver_nfe, timesteps
+from diffusion_course.sampling import CFG, ddim_sample, solver_nfe, timestep_grid
 from diffusion_course.sampling.registry import SAMPLERS, nfe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ def test_generate_samples_is_the_sampler_on_the_seeded_start(tiny):
     model, info = load_checkpoint(tiny, device="cpu")
     x_T = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     labels = torch.arange(6) % 10
-    ts = timesteps(1000, 4)
+    ts = timestep_grid(1000, 4)
     for s in (1.0, 2.5):
         got, _ = generate_samples(model, info, "ddim", 4, n=6, seed=3, guidance=s)
         eps_model = model if s == 1.0 else CFG(model, s)

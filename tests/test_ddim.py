@@ -14,7 +14,7 @@ from diffusion_course.sampling import (
     ddpm_sample,
     ddpm_step,
     eps_from_x0,
-    timesteps,
+    timestep_grid,
 )
 from diffusion_course.schedules import cosine_schedule, linear_schedule
 
@@ -90,7 +90,7 @@ def test_eta_one_sampler_equals_ddpm_sampler_with_the_same_seed():
     oracle = GaussianMixtureOracle(mixture, schedule)
     x_T = torch.randn(64, 2, dtype=torch.float64)
     ddim = ddim_sample(
-        oracle, x_T, schedule, timesteps(50, 50), eta=1.0, generator=torch.Generator().manual_seed(7)
+        oracle, x_T, schedule, timestep_grid(50, 50), eta=1.0, generator=torch.Generator().manual_seed(7)
     )
     ddpm = ddpm_sample(oracle, x_T, schedule, generator=torch.Generator().manual_seed(7))
     assert torch.allclose(ddim, ddpm, atol=1e-9)
@@ -102,7 +102,7 @@ def test_eta_zero_is_bitwise_deterministic():
     mixture, schedule = toy_mixture(), cosine_schedule(50)
     oracle = GaussianMixtureOracle(mixture, schedule)
     x_T = torch.randn(32, 2)
-    grid = timesteps(50, 10)
+    grid = timestep_grid(50, 10)
     a = ddim_sample(oracle, x_T, schedule, grid, generator=torch.Generator().manual_seed(0))
     b = ddim_sample(oracle, x_T, schedule, grid, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
@@ -115,7 +115,7 @@ def test_eta_zero_is_bitwise_deterministic():
 @pytest.mark.parametrize("strategy", ["linspace", "leading", "trailing", "quadratic", "log", [5, 4]])
 def test_returns_the_single_data_point_for_any_grid(eta, strategy):
     schedule = cosine_schedule(50)
-    grid = timesteps(50, None if not isinstance(strategy, str) else 8, strategy)
+    grid = timestep_grid(50, None if not isinstance(strategy, str) else 8, strategy)
     x0 = torch.randn(3, 1, 4, 4, dtype=torch.float64)
     x_T = torch.randn(3, 1, 4, 4, dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
@@ -129,7 +129,7 @@ def test_returns_the_single_data_point_for_any_grid(eta, strategy):
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_oracle_samples_have_the_mixture_statistics(eta):
     mixture, schedule = toy_mixture(), cosine_schedule(100)
-    grid = timesteps(100, 100)
+    grid = timestep_grid(100, 100)
     x_T, g = noised_start(mixture, schedule, grid, 4000, seed=0)
     x = ddim_sample(GaussianMixtureOracle(mixture, schedule), x_T, schedule, grid, eta=eta, generator=g)
     assert torch.allclose(x.mean(0), mixture.mean(), atol=0.06)
@@ -145,7 +145,7 @@ def test_every_visited_state_has_the_right_marginal(eta, steps):
     cov = torch.tensor([[0.3, 0.12], [0.12, 0.1]], dtype=torch.float64)
     gaussian = GaussianMixture(mu[None], cov[None], torch.tensor([1.0]))
     schedule = cosine_schedule(100)
-    grid = timesteps(100, steps)
+    grid = timestep_grid(100, steps)
     x_T, g = noised_start(gaussian, schedule, grid, 20_000, seed=0)
     oracle = GaussianMixtureOracle(gaussian, schedule)
     _, traj = ddim_sample(oracle, x_T, schedule, grid, eta=eta, generator=g, return_trajectory=True)
@@ -160,9 +160,9 @@ def test_error_falls_as_steps_grow():
     mixture, schedule = toy_mixture(), linear_schedule(1000)
     oracle = GaussianMixtureOracle(mixture, schedule)
     x_T, _ = noised_start(mixture, schedule, [999], 300, seed=0)
-    reference = ddim_sample(oracle, x_T, schedule, timesteps(1000, 1000))
+    reference = ddim_sample(oracle, x_T, schedule, timestep_grid(1000, 1000))
     errors = [
-        float((ddim_sample(oracle, x_T, schedule, timesteps(1000, s)) - reference).norm(dim=1).mean())
+        float((ddim_sample(oracle, x_T, schedule, timestep_grid(1000, s)) - reference).norm(dim=1).mean())
         for s in [10, 50, 200]
     ]
     assert errors[0] > 2 * errors[1] > 4 * errors[2], errors
@@ -177,7 +177,7 @@ def test_reconstruction_error_falls_with_steps():
     oracle = GaussianMixtureOracle(mixture, schedule)
     x0 = mixture.sample(200, generator=torch.Generator().manual_seed(1)).double()
     errors = [
-        float(ddim_reconstruction_error(oracle, x0, schedule, timesteps(1000, s)).mean())
+        float(ddim_reconstruction_error(oracle, x0, schedule, timestep_grid(1000, s)).mean())
         for s in [10, 50, 250]
     ]
     assert errors[0] > 2 * errors[1] > 4 * errors[2], errors
@@ -193,18 +193,18 @@ def test_inversion_lands_on_the_noise_distribution():
     target = mixture.noised(float(schedule.alpha_bar[999]))
     cov_error = {}
     for steps in [50, 250]:
-        x_T, traj = ddim_invert(oracle, x0, schedule, timesteps(1000, steps), return_trajectory=True)
+        x_T, traj = ddim_invert(oracle, x0, schedule, timestep_grid(1000, steps), return_trajectory=True)
         assert torch.allclose(x_T.mean(0), target.mean(), atol=0.06)
         cov_error[steps] = float((torch.cov(x_T.T) - target.covariance()).abs().max())
     assert cov_error[250] < 0.06 and cov_error[50] > 1.5 * cov_error[250], cov_error
-    assert traj.timesteps.tolist() == timesteps(1000, 250).flip(0).tolist()
+    assert traj.timesteps.tolist() == timestep_grid(1000, 250).flip(0).tolist()
     assert torch.equal(traj.xs[0], x0) and torch.equal(traj.xs[-1], x_T) and len(traj) == 250
 
 
 def test_reconstruction_error_shape_and_units():
     schedule = cosine_schedule(20)
     x0 = torch.rand(3, 1, 4, 4, dtype=torch.float64) * 2 - 1
-    err = ddim_reconstruction_error(lambda x, t: 0.3 * x, x0, schedule, timesteps(20, 5))
+    err = ddim_reconstruction_error(lambda x, t: 0.3 * x, x0, schedule, timestep_grid(20, 5))
     assert err.shape == (3,) and (err >= 0).all()
 
 
@@ -215,10 +215,10 @@ def test_eta_above_one_is_allowed_while_sigma_fits():
     # σ² ≤ 1 − ᾱ_prev ⇔ η² ≤ ᾱ_prev (1−ᾱ_t) / (ᾱ_prev − ᾱ_t): about 1.15 for this schedule's smallest ratio
     schedule = linear_schedule(100)
     x_T = torch.randn(8, 2)
-    out = ddim_sample(lambda x, t: 0.1 * x, x_T, schedule, timesteps(100, 100), eta=1.1)
+    out = ddim_sample(lambda x, t: 0.1 * x, x_T, schedule, timestep_grid(100, 100), eta=1.1)
     assert torch.isfinite(out).all()
     with pytest.raises(ValueError, match="eta=3.0 .*η ≤"):
-        ddim_sample(lambda x, t: 0.1 * x, x_T, schedule, timesteps(100, 100), eta=3.0)
+        ddim_sample(lambda x, t: 0.1 * x, x_T, schedule, timestep_grid(100, 100), eta=3.0)
 
 
 @pytest.mark.parametrize(
@@ -250,7 +250,7 @@ def test_cuda_with_a_cpu_generator_gives_the_cpu_samples():
     mixture, schedule = toy_mixture(), cosine_schedule(50)
     oracle = GaussianMixtureOracle(mixture, schedule)
     x_T = torch.randn(16, 2, dtype=torch.float64)
-    grid = timesteps(50, 10)
+    grid = timestep_grid(50, 10)
     cpu = ddim_sample(oracle, x_T, schedule, grid, eta=1.0, generator=torch.Generator().manual_seed(0))
     gpu = ddim_sample(oracle, x_T.cuda(), schedule, grid, eta=1.0, generator=torch.Generator().manual_seed(0))
     assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-9)

@@ -13,7 +13,7 @@ from diffusion_course.sampling import (
     eps_from_x0,
     predict_x0,
     sample_loop,
-    timesteps,
+    timestep_grid,
 )
 from diffusion_course.schedules import cosine_schedule, linear_schedule
 
@@ -139,7 +139,13 @@ def test_clip_x0_clamps_the_prediction():
 
 @pytest.mark.parametrize(
     "grid",
-    [None, timesteps(50, 10, "trailing"), timesteps(50, 7, "leading"), timesteps(50, 1, "trailing"), [30, 2]],
+    [
+        None,
+        timestep_grid(50, 10, "trailing"),
+        timestep_grid(50, 7, "leading"),
+        timestep_grid(50, 1, "trailing"),
+        [30, 2],
+    ],
 )
 def test_returns_the_single_data_point_exactly(grid):
     # with an exact ε the x̂₀ is exact, and the last step (no noise) returns it
@@ -163,7 +169,7 @@ def test_same_seed_same_samples():
 
 def test_trajectory_records_every_step():
     schedule = cosine_schedule(40)
-    grid = timesteps(40, 8)
+    grid = timestep_grid(40, 8)
     x_T = torch.randn(5, 2)
     out, traj = ddpm_sample(
         lambda x, t: 0.1 * x,
@@ -193,7 +199,9 @@ def test_oracle_samples_on_a_strided_grid():
     mixture, schedule = toy_mixture(), cosine_schedule(200)
     g = torch.Generator().manual_seed(1)
     x_T = mixture.noised(float(schedule.alpha_bar[-1])).sample(4000, generator=g)
-    x = ddpm_sample(GaussianMixtureOracle(mixture, schedule), x_T, schedule, timesteps(200, 50), generator=g)
+    x = ddpm_sample(
+        GaussianMixtureOracle(mixture, schedule), x_T, schedule, timestep_grid(200, 50), generator=g
+    )
     assert_mixture_statistics(x, mixture)
 
 
@@ -207,7 +215,7 @@ def test_the_statistics_check_catches_a_missing_noise_term():
         return ddpm_step(x, eps, t, t_prev, schedule, noise=torch.zeros_like(x))
 
     oracle = GaussianMixtureOracle(mixture, schedule)
-    collapsed = sample_loop(no_noise_step, oracle, x_T, schedule, timesteps(100, 100))
+    collapsed = sample_loop(no_noise_step, oracle, x_T, schedule, timestep_grid(100, 100))
     with pytest.raises(AssertionError):
         assert_mixture_statistics(collapsed, mixture)
 
@@ -234,7 +242,7 @@ class Conditional(nn.Module):
         ({"timesteps": [3, 7]}, ValueError, "strictly descending"),
         ({"timesteps": [7, 3, 3]}, ValueError, "duplicate"),
         ({"timesteps": [10, 3]}, ValueError, r"0\.\.9"),
-        ({"timesteps": 5}, ValueError, r"timesteps\(T, steps\)"),
+        ({"timesteps": 5}, ValueError, r"timestep_grid\(T, steps\)"),
         ({"x_T": torch.zeros(4, 2, dtype=torch.long)}, ValueError, "x_T=.*floating-point"),
         ({"x_T": torch.randn(4)}, ValueError, "x_T=.*at least 2 dimensions"),
         ({"x_T": torch.full((4, 2), float("nan"))}, ValueError, "x_T=.*NaN"),

@@ -23,7 +23,7 @@ from diffusion_course.experiments import (
 )
 from diffusion_course.metrics import sliced_w2
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
-from diffusion_course.sampling import ddim_sample, ddim_sigma, ddpm_sample, timesteps
+from diffusion_course.sampling import ddim_sample, ddim_sigma, ddpm_sample, timestep_grid
 from diffusion_course.schedules import cosine_schedule, linear_schedule
 from diffusion_course.scoring import Estimate, compare
 
@@ -36,7 +36,7 @@ def _x_T(n=256, seed=1000):
 
 
 def _ddim(eta, steps=10):
-    ts = timesteps(1000, steps)
+    ts = timestep_grid(1000, steps)
     return lambda x, g: ddim_sample(ORACLE, x, SCHEDULE, ts, eta=eta, generator=g)
 
 
@@ -46,7 +46,7 @@ def _ddim(eta, steps=10):
 @pytest.mark.parametrize("strategy", ["trailing", "leading", "quadratic"])
 def test_ddim_sigmas_are_eq16_at_each_step_of_the_grid(strategy):
     s = cosine_schedule(1000)
-    ts = timesteps(1000, 10, strategy)
+    ts = timestep_grid(1000, 10, strategy)
     got = ddim_sigmas(s, ts, 0.7)
     ab = s.alpha_bar.tolist()
     for i, t in enumerate(ts.tolist()):
@@ -57,7 +57,7 @@ def test_ddim_sigmas_are_eq16_at_each_step_of_the_grid(strategy):
     assert got[-1] == 0.0 and got.dtype == torch.float64
     assert torch.equal(ddim_sigmas(s, ts, 0.0), torch.zeros(10, dtype=torch.float64))
     # η = 1 on consecutive steps is DDPM's β̃
-    full = timesteps(1000, 1000)
+    full = timestep_grid(1000, 1000)
     assert torch.allclose(ddim_sigmas(s, full, 1.0) ** 2, s.posterior_variance[full], rtol=1e-9, atol=1e-15)
     with pytest.raises(ValueError, match="descending"):
         ddim_sigmas(s, ts.flip(0), 0.5)
@@ -160,7 +160,7 @@ def test_table_cells_are_ddim_from_one_x_T_and_one_seed():
     )
     assert table.values.shape == table.seconds.shape == (2, 2) and (table.seconds > 0).all()
     expected = ddim_sample(
-        ORACLE, x_T, SCHEDULE, timesteps(1000, 5), eta=1.0, generator=torch.Generator().manual_seed(4)
+        ORACLE, x_T, SCHEDULE, timestep_grid(1000, 5), eta=1.0, generator=torch.Generator().manual_seed(4)
     )
     assert torch.equal(seen[3], expected)
     assert table.value(1.0, 5) == float(expected.mean()) and table.row(0.0) == table.values[0].tolist()
@@ -311,7 +311,7 @@ def test_sigma_hat_row_is_strided_ddpm_with_beta_variance():
         ORACLE,
         x_T,
         SCHEDULE,
-        timesteps(1000, 10),
+        timestep_grid(1000, 10),
         variance="beta",
         generator=torch.Generator().manual_seed(5),
     )

@@ -8,7 +8,7 @@ from diffusion_course.sampling import (
     ddim_sample,
     fit_timesteps,
     grid_loss,
-    timesteps,
+    timestep_grid,
     unipc_sample,
 )
 from diffusion_course.schedules import linear_schedule
@@ -40,18 +40,18 @@ def test_fitted_grid_is_valid_and_better_on_held_out_x_T(sampler, gain):
     assert fit.loss == pytest.approx(fit.history[-1])
     # judged on x_T it never saw, against that x_T's own 100-step run
     held_out = draws(300, 1)
-    reference = sampler(ORACLE, held_out, SCHEDULE, timesteps(100, 100))
-    start = timesteps(100, 5, "trailing")
+    reference = sampler(ORACLE, held_out, SCHEDULE, timestep_grid(100, 100))
+    start = timestep_grid(100, 5, "trailing")
     fitted_loss = grid_loss(sampler, ORACLE, held_out, SCHEDULE, ts, reference)
     assert fitted_loss < (gain + 0.1) * grid_loss(sampler, ORACLE, held_out, SCHEDULE, start, reference)
 
 
 def test_loss_of_the_full_grid_is_zero_and_no_sweeps_keep_the_start():
     x_T = draws(50, 2)
-    reference = ddim_sample(ORACLE, x_T, SCHEDULE, timesteps(100, 100))
-    assert grid_loss(ddim_sample, ORACLE, x_T, SCHEDULE, timesteps(100, 100), reference) == 0.0
+    reference = ddim_sample(ORACLE, x_T, SCHEDULE, timestep_grid(100, 100))
+    assert grid_loss(ddim_sample, ORACLE, x_T, SCHEDULE, timestep_grid(100, 100), reference) == 0.0
     fit = fit_timesteps(ddim_sample, ORACLE, x_T, SCHEDULE, 6, start="quadratic", sweeps=0)
-    expected = timesteps(100, 6, "quadratic")
+    expected = timestep_grid(100, 6, "quadratic")
     expected[0] = 99  # a strategy's grid starts at T − 1
     assert fit.timesteps.tolist() == expected.tolist()
     assert fit.loss == fit.start_loss and fit.history == []
@@ -65,7 +65,7 @@ def test_given_reference_and_options_are_used():
         calls.append(order)
         return unipc_sample(eps_model, x, schedule, grid, labels=labels, order=order)
 
-    reference = unipc_sample(ORACLE, x_T, SCHEDULE, timesteps(100, 100), order=3)
+    reference = unipc_sample(ORACLE, x_T, SCHEDULE, timestep_grid(100, 100), order=3)
     fit = fit_timesteps(sampler, ORACLE, x_T, SCHEDULE, 4, reference=reference, sweeps=1, order=3)
     assert set(calls) == {3}
     assert fit.start_loss == pytest.approx(
@@ -74,7 +74,7 @@ def test_given_reference_and_options_are_used():
 
 
 def _start(steps):
-    grid = timesteps(100, steps, "quadratic")
+    grid = timestep_grid(100, steps, "quadratic")
     grid[0] = 99
     return grid
 

@@ -13,7 +13,7 @@ from diffusion_course.sampling import (
     ddpm_sample,
     guided_eps,
     rescale_guided_eps,
-    timesteps,
+    timestep_grid,
     to_s,
 )
 from diffusion_course.sampling.registry import SAMPLERS, run_sampler
@@ -201,7 +201,7 @@ def test_samplers_run_under_guidance_unchanged(sampler):
     oracle = GaussianMixtureOracle(overlapping_pair(), schedule, conditional=True)
     x_T = torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     y = torch.arange(200) % 2
-    ts = timesteps(1000, 20)
+    ts = timestep_grid(1000, 20)
     run = {"ddim": ddim_sample, "ddpm": ddpm_sample}[sampler]
     common = dict(labels=y, generator=torch.Generator().manual_seed(1))
     guided_1 = run(CFG(oracle, 1.0), x_T, schedule, ts, **common)
@@ -230,7 +230,7 @@ def test_one_model_call_per_sampler_step():
     schedule = linear_schedule(100)
     x_T = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(0))
     model.calls, model.batches = 0, []
-    ddim_sample(CFG(model, 3.0), x_T, schedule, timesteps(100, 10), labels=torch.tensor([0, 1, 2, 0]))
+    ddim_sample(CFG(model, 3.0), x_T, schedule, timestep_grid(100, 10), labels=torch.tensor([0, 1, 2, 0]))
     assert model.calls == 10 and model.batches == [8] * 10
 
 
@@ -248,7 +248,7 @@ def test_guidance_moves_oracle_samples_towards_their_class():
     y = torch.arange(n) % 2
     accuracy, log_post, spread = {}, {}, {}
     for s in (0.0, 1.0, 2.0, 3.0):
-        x = ddim_sample(CFG(oracle, s), x_T, schedule, timesteps(1000, 50), labels=y)
+        x = ddim_sample(CFG(oracle, s), x_T, schedule, timestep_grid(1000, 50), labels=y)
         r = mixture.responsibilities(x)
         accuracy[s] = float((r.argmax(1) == y).double().mean())
         log_post[s] = float(r.gather(1, y[:, None]).log().mean())
@@ -313,7 +313,7 @@ def test_errors():
         CFG(_Halver(), 2.0)(x, t, y)
     # through a sampler the labels are checked against the wrapper's classes too
     with pytest.raises(ValueError, match=r"labels.*0\.\.2"):
-        ddim_sample(cfg, x, schedule, timesteps(100, 5), labels=torch.tensor([0, 1, 2, 3, 0]))
+        ddim_sample(cfg, x, schedule, timestep_grid(100, 5), labels=torch.tensor([0, 1, 2, 3, 0]))
     assert "s=3" in repr(cfg) and "w=2 (s=3)" in repr(CFG(model, 2.0, convention="w"))
 
 
@@ -344,7 +344,7 @@ def test_guidance_raises_label_accuracy_of_the_shipped_model():
     n = 40
     labels = torch.arange(n) % 10
     x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    ts = timesteps(schedule.T, 10)
+    ts = timestep_grid(schedule.T, 10)
     accuracy, log_prob = {}, {}
     for s in (1.0, 3.0):
         x0 = ddim_sample(CFG(model, s), x_T, schedule, ts, labels=labels)

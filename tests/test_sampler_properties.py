@@ -15,7 +15,7 @@ from diffusion_course.sampling import (
     ddpm_posterior,
     ddpm_sample,
     predict_x0,
-    timesteps,
+    timestep_grid,
 )
 from diffusion_course.schedules import SCHEDULES, make_schedule
 
@@ -31,7 +31,7 @@ def schedule_and_grid(draw, max_T=40):
     T = draw(st.integers(2, max_T))
     steps = draw(st.integers(1, T))
     strategy = draw(st.sampled_from(STRATEGIES))
-    return make_schedule(kind, T), timesteps(T, steps, strategy)
+    return make_schedule(kind, T), timestep_grid(T, steps, strategy)
 
 
 @SETTINGS

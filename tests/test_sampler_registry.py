@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffusion_course.sampling import ddim_sample, timesteps
+from diffusion_course.sampling import ddim_sample, timestep_grid
 from diffusion_course.sampling.registry import SAMPLERS, nfe, run_sampler
 from diffusion_course.schedules import linear_schedule
 
@@ -15,7 +15,7 @@ def test_run_sampler_matches_a_direct_call():
     x_T = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
     a = run_sampler("ddim", eps_zero, x_T, s, 10, strategy="linspace", eta=0.5,
                     generator=torch.Generator().manual_seed(1))  # fmt: skip
-    b = ddim_sample(eps_zero, x_T, s, timesteps(100, 10, "linspace"), eta=0.5,
+    b = ddim_sample(eps_zero, x_T, s, timestep_grid(100, 10, "linspace"), eta=0.5,
                     generator=torch.Generator().manual_seed(1))  # fmt: skip
     assert torch.equal(a, b)
     assert {"ddpm", "ddim"} <= set(SAMPLERS)

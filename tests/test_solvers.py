@@ -18,7 +18,7 @@ from diffusion_course.sampling import (
     heun_sample,
     heun_step,
     solver_nfe,
-    timesteps,
+    timestep_grid,
     vp_sigma,
 )
 from diffusion_course.sampling.registry import SAMPLERS, run_sampler
@@ -107,7 +107,7 @@ def test_euler_sampler_equals_ddim_eta_zero_with_the_exact_eps(schedule, strateg
     oracle = GaussianMixtureOracle(toy_mixture(), schedule)
     x_T = torch.randn(256, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     for steps in [1, 7, 50]:
-        grid = timesteps(schedule.T, steps, strategy)
+        grid = timestep_grid(schedule.T, steps, strategy)
         a, traj_a = euler_sample(oracle, x_T, schedule, grid, return_trajectory=True)
         b, traj_b = ddim_sample(oracle, x_T, schedule, grid, eta=0.0, return_trajectory=True)
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
@@ -117,7 +117,7 @@ def test_euler_sampler_equals_ddim_eta_zero_with_the_exact_eps(schedule, strateg
     # in float32 they differ by rounding only; on the cosine schedule the float32 rounding of ε is multiplied
     # by Δσ ≈ 2·10⁴ on the first step, in both forms, so both are about 2e-3 from the float64 result
     x32 = x_T.float()
-    grid = timesteps(schedule.T, 20)
+    grid = timestep_grid(schedule.T, 20)
     a, b = euler_sample(oracle, x32, schedule, grid), ddim_sample(oracle, x32, schedule, grid)
     exact = ddim_sample(oracle, x_T, schedule, grid)
     tol = 1e-5 if schedule.name == "linear" else 5e-3
@@ -131,10 +131,10 @@ def test_dpm_solver_pp_with_one_or_two_steps_is_ddim():
     oracle = GaussianMixtureOracle(toy_mixture(), schedule)
     x_T = torch.randn(128, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     for steps in [1, 2]:
-        grid = timesteps(1000, steps)
+        grid = timestep_grid(1000, steps)
         a, b = dpmpp_2m_sample(oracle, x_T, schedule, grid), ddim_sample(oracle, x_T, schedule, grid)
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
-    grid = timesteps(1000, 3)  # the middle step is second order: no longer DDIM
+    grid = timestep_grid(1000, 3)  # the middle step is second order: no longer DDIM
     a, b = dpmpp_2m_sample(oracle, x_T, schedule, grid), ddim_sample(oracle, x_T, schedule, grid)
     assert mean_error(a, b) > 1e-3
 
@@ -197,7 +197,7 @@ def kdiffusion_heun(denoise, x, sigmas):
 def test_samplers_equal_the_k_diffusion_reference_in_the_sigma_frame(strategy):
     schedule = linear_schedule(1000)
     oracle = GaussianMixtureOracle(toy_mixture(), schedule)
-    grid = timesteps(1000, 12, strategy)
+    grid = timestep_grid(1000, 12, strategy)
     ab = [float(schedule.alpha_bar[t]) for t in grid]
     sigmas = [math.sqrt((1 - a) / a) for a in ab] + [0.0]
 
@@ -226,7 +226,7 @@ def test_the_single_data_point_is_returned_for_any_grid(name, schedule):
     x_T = torch.randn(16, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     for strategy in ["trailing", "linspace", "log", "quadratic"]:
         for steps in [1, 2, 3, 10, 100]:
-            out = SOLVERS[name](model, x_T, schedule, timesteps(1000, steps, strategy))
+            out = SOLVERS[name](model, x_T, schedule, timestep_grid(1000, steps, strategy))
             assert torch.allclose(out, x0.expand_as(out), atol=1e-6), (strategy, steps)
 
 
@@ -235,7 +235,7 @@ def test_trajectory_and_determinism(name):
     schedule = linear_schedule(100)
     oracle = GaussianMixtureOracle(toy_mixture(), schedule)
     x_T = torch.randn(32, 2, generator=torch.Generator().manual_seed(7))
-    grid = timesteps(100, 8)
+    grid = timestep_grid(100, 8)
     out, traj = SOLVERS[name](oracle, x_T, schedule, grid, return_trajectory=True)
     assert torch.equal(traj.timesteps, grid) and len(traj) == 8 and len(traj.xs) == 9
     assert torch.equal(traj.xs[0], x_T) and torch.equal(traj.xs[-1], out)
@@ -261,7 +261,7 @@ def test_evaluation_count(name):
 
     for steps in [1, 2, 10]:
         calls.clear()
-        SOLVERS[name](model, torch.zeros(2, 2), schedule, timesteps(100, steps))
+        SOLVERS[name](model, torch.zeros(2, 2), schedule, timestep_grid(100, steps))
         assert len(calls) == solver_nfe(name, steps)
     if name == "heun":  # the corrector evaluates at the next grid point; none after the last t
         assert calls == [99, 89, 89, 79, 79, 69, 69, 59, 59, 49, 49, 39, 39, 29, 29, 19, 19, 9, 9]
@@ -274,7 +274,7 @@ def test_registry_knows_the_solvers():
     x_T = torch.randn(8, 2, generator=torch.Generator().manual_seed(8))
     for name, fn in SOLVERS.items():
         via_registry = run_sampler(name, oracle, x_T, schedule, 10, strategy="log")
-        assert torch.equal(via_registry, fn(oracle, x_T, schedule, timesteps(100, 10, "log")))
+        assert torch.equal(via_registry, fn(oracle, x_T, schedule, timestep_grid(100, 10, "log")))
     with pytest.raises(ValueError, match="^eta=0.5.*'dpmpp2m' takes the options none"):
         run_sampler("dpmpp2m", oracle, x_T, schedule, 10, eta=0.5)
 
@@ -306,7 +306,7 @@ def test_order_of_convergence_on_a_gaussian_against_the_exact_flow():
     """Error ~ N^(−order) against the exact flow of N(μ, v I) (``gaussian_flow``)."""
     schedule, model, x_T, reference = gaussian_flow()
     errors = {
-        name: [mean_error(fn(model, x_T, schedule, timesteps(1000, n, "log")), reference) for n in NS]
+        name: [mean_error(fn(model, x_T, schedule, timestep_grid(1000, n, "log")), reference) for n in NS]
         for name, fn in SOLVERS.items()
     }
     orders = {name: slope(NS, e) for name, e in errors.items()}
@@ -322,9 +322,9 @@ def test_order_of_convergence_on_the_toy_mixture_against_1000_steps():
     g = torch.Generator().manual_seed(10)
     x_T = mixture.noised(float(schedule.alpha_bar[-1])).sample(200, generator=g).double()
     # converged far below the errors measured (Heun on all 1000 steps is within 2e-4 of it)
-    reference = dpmpp_2m_sample(oracle, x_T, schedule, timesteps(1000, 1000))
+    reference = dpmpp_2m_sample(oracle, x_T, schedule, timestep_grid(1000, 1000))
     errors = {
-        name: [mean_error(fn(oracle, x_T, schedule, timesteps(1000, n, "log")), reference) for n in NS]
+        name: [mean_error(fn(oracle, x_T, schedule, timestep_grid(1000, n, "log")), reference) for n in NS]
         for name, fn in SOLVERS.items()
     }
     orders = {name: slope(NS, e) for name, e in errors.items()}
@@ -344,7 +344,7 @@ def test_finite_at_every_step_count(name, schedule):
     model = gaussian_eps_model(torch.tensor([0.5, -0.25], dtype=dtype), 0.3, schedule)
     x_T = torch.randn(16, 2, generator=torch.Generator().manual_seed(11), dtype=dtype)
     for steps in [1, 2, 5, 1000]:
-        out, traj = SOLVERS[name](model, x_T, schedule, timesteps(1000, steps), return_trajectory=True)
+        out, traj = SOLVERS[name](model, x_T, schedule, timestep_grid(1000, steps), return_trajectory=True)
         assert out.dtype == dtype
         assert all(torch.isfinite(x).all() for x in traj.xs + traj.x0_preds), steps
         if not (name == "heun" and schedule.name == "cosine"):
@@ -361,7 +361,7 @@ def test_finite_on_the_oracle_for_few_and_many_steps(name):
     oracle = GaussianMixtureOracle(toy_mixture(), schedule)
     x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(12))
     for steps in [1, 2, 5]:
-        assert torch.isfinite(SOLVERS[name](oracle, x_T, schedule, timesteps(1000, steps))).all()
+        assert torch.isfinite(SOLVERS[name](oracle, x_T, schedule, timestep_grid(1000, steps))).all()
 
 
 def test_zero_terminal_snr_is_refused_when_the_grid_starts_at_sigma_infinity():
@@ -370,9 +370,9 @@ def test_zero_terminal_snr_is_refused_when_the_grid_starts_at_sigma_infinity():
     x_T = torch.randn(4, 2, generator=torch.Generator().manual_seed(13))
     for fn in SOLVERS.values():
         with pytest.raises(ValueError, match="^timesteps=999 .*zero terminal SNR"):
-            fn(model, x_T, schedule, timesteps(1000, 10))
+            fn(model, x_T, schedule, timestep_grid(1000, 10))
         # a grid that skips T−1 starts at a finite σ and samples finitely
-        assert torch.isfinite(fn(model, x_T, schedule, timesteps(1000, 10, "leading"))).all()
+        assert torch.isfinite(fn(model, x_T, schedule, timestep_grid(1000, 10, "leading"))).all()
 
 
 # --- guidance -----------------------------------------------------------------------------------------------
@@ -399,7 +399,7 @@ def test_guidance_wrapper_gets_the_labels_on_every_evaluation(name):
     oracle = GaussianMixtureOracle(mixture, schedule, conditional=True)
     x_T = torch.randn(400, 2, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
     labels = torch.arange(400) % 4
-    grid = timesteps(1000, 10)
+    grid = timestep_grid(1000, 10)
     fn = SOLVERS[name]
     # s = 1 is the conditional model, s = 0 the unconditional one
     guided = StandInCFG(oracle, 1.0)
@@ -425,7 +425,7 @@ def test_the_course_cfg_wrapper_if_present():
     oracle = GaussianMixtureOracle(toy_mixture(), schedule, conditional=True)
     x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(15), dtype=torch.float64)
     labels = torch.arange(64) % 4
-    grid = timesteps(1000, 10)
+    grid = timestep_grid(1000, 10)
     for fn in SOLVERS.values():
         a = fn(guidance.CFG(oracle, 2.5), x_T, schedule, grid, labels=labels)
         b = fn(StandInCFG(oracle, 2.5), x_T, schedule, grid, labels=labels)
@@ -441,7 +441,7 @@ def test_bad_input(name):
     schedule = linear_schedule(100)
     oracle = GaussianMixtureOracle(toy_mixture(), schedule)
     x = torch.randn(4, 2)
-    grid = timesteps(100, 5)
+    grid = timestep_grid(100, 5)
     with pytest.raises(ValueError, match="^x_T=.*floating-point"):
         fn(oracle, torch.zeros(4, 2, dtype=torch.long), schedule, grid)
     with pytest.raises(ValueError, match="^x_T=.*NaN or inf"):
@@ -464,7 +464,7 @@ def test_bad_input(name):
 @pytest.mark.parametrize("name", list(SOLVERS))
 def test_non_finite_eps_names_the_step(name):
     schedule = linear_schedule(100)
-    grid = timesteps(100, 5)  # 99, 79, 59, 39, 19
+    grid = timestep_grid(100, 5)  # 99, 79, 59, 39, 19
 
     def model(x, t):  # NaN from t = 59 on
         return torch.full_like(x, float("nan")) if int(t[0]) <= 59 else torch.zeros_like(x)

@@ -14,7 +14,7 @@ from diffusion_course.sampling import (
     ddim_sample,
     dpmpp_2m_sample,
     half_log_snr,
-    timesteps,
+    timestep_grid,
     unipc_correct,
     unipc_predict,
     unipc_sample,
@@ -34,7 +34,7 @@ def test_predictor_of_order_1_is_ddim_and_of_order_2_is_dpm_solver_pp_2m(strateg
     schedule = linear_schedule(1000)
     oracle = GaussianMixtureOracle(toy_mixture(), schedule)
     x_T = torch.randn(128, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    grid = timesteps(1000, 10, strategy)
+    grid = timestep_grid(1000, 10, strategy)
     p1 = unipc_sample(oracle, x_T, schedule, grid, order=1, corrector=False)
     p2 = unipc_sample(oracle, x_T, schedule, grid, order=2, corrector=False)
     torch.testing.assert_close(p1, ddim_sample(oracle, x_T, schedule, grid), rtol=0, atol=1e-10)
@@ -133,7 +133,7 @@ def test_agrees_with_diffusers_unipc(order):
             "UniPCMultistepScheduler", schedule, solver_order=order, solver_type="bh2", predict_x0=True
         )
         theirs = run_diffusers_scheduler(scheduler, oracle, x_T, steps=steps)
-        ours = unipc_sample(oracle, x_T, schedule, timesteps(1000, steps), order=order)
+        ours = unipc_sample(oracle, x_T, schedule, timestep_grid(1000, steps), order=order)
         torch.testing.assert_close(ours, theirs, rtol=0, atol=5e-5)
 
 
@@ -143,7 +143,7 @@ def test_faster_convergence_than_dpm_solver_pp_on_the_gaussian_flow():
     schedule, model, x_T, reference = gaussian_flow()
     ns = [8, 16, 32, 64]
     errors = {
-        name: [mean_error(fn(model, x_T, schedule, timesteps(1000, n, "log")), reference) for n in ns]
+        name: [mean_error(fn(model, x_T, schedule, timestep_grid(1000, n, "log")), reference) for n in ns]
         for name, fn in {"unipc": unipc_sample, "dpmpp2m": dpmpp_2m_sample}.items()
     }
     assert 1.8 <= slope(ns, errors["unipc"]) <= 3.6, errors
@@ -157,7 +157,7 @@ def test_finite_at_every_step_count(schedule, order):
     x_T = torch.randn(16, 2, generator=torch.Generator().manual_seed(11))
     for steps in [1, 2, 3, 5, 1000]:
         out, traj = unipc_sample(
-            model, x_T, schedule, timesteps(1000, steps), order=order, return_trajectory=True
+            model, x_T, schedule, timestep_grid(1000, steps), order=order, return_trajectory=True
         )
         assert all(torch.isfinite(x).all() for x in traj.xs + traj.x0_preds), steps
         assert out.abs().max() < 10, steps
@@ -175,8 +175,8 @@ def test_registry_one_evaluation_per_step_and_options():
 
     assert SAMPLERS["unipc"] is unipc_sample and nfe("unipc", 7) == 7
     out = run_sampler("unipc", counting, x_T, schedule, steps=7, order=3)
-    assert calls == timesteps(100, 7).tolist()
-    torch.testing.assert_close(out, unipc_sample(oracle, x_T, schedule, timesteps(100, 7), order=3))
+    assert calls == timestep_grid(100, 7).tolist()
+    torch.testing.assert_close(out, unipc_sample(oracle, x_T, schedule, timestep_grid(100, 7), order=3))
     with pytest.raises(ValueError, match="^eta=.*'unipc' takes the options order, corrector"):
         run_sampler("unipc", oracle, x_T, schedule, steps=7, eta=0.5)
 
@@ -186,9 +186,9 @@ def test_bad_input():
     oracle = GaussianMixtureOracle(toy_mixture(), schedule)
     x = torch.randn(4, 2)
     with pytest.raises(ValueError, match="^order=4 "):
-        unipc_sample(oracle, x, schedule, timesteps(100, 5), order=4)
+        unipc_sample(oracle, x, schedule, timestep_grid(100, 5), order=4)
     with pytest.raises(ValueError, match="^corrector='yes' "):
-        unipc_sample(oracle, x, schedule, timesteps(100, 5), corrector="yes")
+        unipc_sample(oracle, x, schedule, timestep_grid(100, 5), corrector="yes")
     with pytest.raises(ValueError, match="^timesteps="):
         unipc_sample(oracle, x, schedule, [10, 50])
     with pytest.raises(ValueError, match="^preds=1 .*order 2 needs 2"):

@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from diffusion_course import widgets  # noqa: E402
-from diffusion_course.sampling import ddim_sample, timesteps  # noqa: E402
+from diffusion_course.sampling import ddim_sample, timestep_grid  # noqa: E402
 from diffusion_course.schedules import linear_schedule  # noqa: E402
 
 SCHEDULE = linear_schedule(1000)
@@ -47,7 +47,7 @@ def test_eta_app_runs_agree_at_eta_0_and_drift_apart_as_eta_grows(x_T):
     assert app.renders == 1 and isinstance(app.last_figure, Figure)
     first = app.last_state
     assert first["eta"] == 0.0 and first["identical"] and first["variance"] == 0.0
-    expected = ddim_sample(GaussianPixels(), x_T, SCHEDULE, timesteps(1000, 10), eta=0.0, labels=labels)
+    expected = ddim_sample(GaussianPixels(), x_T, SCHEDULE, timestep_grid(1000, 10), eta=0.0, labels=labels)
     assert np.array_equal(first["samples"][0], expected.numpy())
 
     variances = []
@@ -61,7 +61,7 @@ def test_eta_app_runs_agree_at_eta_0_and_drift_apart_as_eta_grows(x_T):
     # run 2 is DDIM(η = 1) from the same x_T with the generator seeded 1
     g = torch.Generator().manual_seed(1)
     run2 = ddim_sample(
-        GaussianPixels(), x_T, SCHEDULE, timesteps(1000, 10), eta=1.0, generator=g, labels=labels
+        GaussianPixels(), x_T, SCHEDULE, timestep_grid(1000, 10), eta=1.0, generator=g, labels=labels
     )
     assert np.array_equal(app.last_state["samples"][1], run2.numpy())
 
@@ -93,9 +93,9 @@ def test_eta_app_rejects_bad_input(x_T):
 def test_steps_app_follows_steps_and_strategy(x_T):
     app = widgets.steps_app(GaussianPixels(), SCHEDULE, x_T, steps=10, strategy="trailing")
     state = app.last_state
-    assert state["timesteps"] == timesteps(1000, 10, "trailing").tolist() and state["visits_last"]
+    assert state["timesteps"] == timestep_grid(1000, 10, "trailing").tolist() and state["visits_last"]
     assert isinstance(app.controls["strategy"], ipywidgets.Dropdown)
-    expected = ddim_sample(GaussianPixels(), x_T, SCHEDULE, timesteps(1000, 10), eta=0.0)
+    expected = ddim_sample(GaussianPixels(), x_T, SCHEDULE, timestep_grid(1000, 10), eta=0.0)
     assert np.array_equal(state["samples"], expected.numpy())
 
     app.controls["strategy"].value = "leading"
@@ -105,12 +105,12 @@ def test_steps_app_follows_steps_and_strategy(x_T):
     app.controls["steps"].value = 25
     state = app.last_state
     assert app.renders == 3 and len(state["timesteps"]) == 25 and state["timesteps"][0] == 960
-    expected = ddim_sample(GaussianPixels(), x_T, SCHEDULE, timesteps(1000, 25, "leading"), eta=0.0)
+    expected = ddim_sample(GaussianPixels(), x_T, SCHEDULE, timestep_grid(1000, 25, "leading"), eta=0.0)
     assert np.array_equal(state["samples"], expected.numpy())
 
     app.controls["strategy"].value = "quadratic"
     assert (
-        app.last_state["timesteps"][0] == timesteps(1000, 25, "quadratic")[0]
+        app.last_state["timesteps"][0] == timestep_grid(1000, 25, "quadratic")[0]
         and not app.last_state["visits_last"]
     )
 
@@ -120,7 +120,7 @@ def test_steps_app_with_eta_uses_the_seed(x_T):
     app = widgets.steps_app(GaussianPixels(), SCHEDULE, x_T, labels, steps=4, eta=1.0, seed=7)
     g = torch.Generator().manual_seed(7)
     expected = ddim_sample(
-        GaussianPixels(), x_T, SCHEDULE, timesteps(1000, 4), eta=1.0, generator=g, labels=labels
+        GaussianPixels(), x_T, SCHEDULE, timestep_grid(1000, 4), eta=1.0, generator=g, labels=labels
     )
     assert np.array_equal(app.last_state["samples"], expected.numpy())
 

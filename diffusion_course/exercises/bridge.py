@@ -216,7 +216,7 @@ def _run_config(fn) -> str | None:
     from ..bridge import run_diffusers_scheduler
     from ..oracle import GaussianMixtureOracle, toy_mixture
     from ..sampling import ddim_sample
-    from ..sampling.timesteps import timesteps
+    from ..sampling.timesteps import timestep_grid
 
     schedule = linear_schedule(1000)
     try:
@@ -225,7 +225,7 @@ def _run_config(fn) -> str | None:
         return f"DDIMScheduler(**config) raised {type(error).__name__}: {error}"
     oracle = GaussianMixtureOracle(toy_mixture(), schedule)
     x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
-    ours = ddim_sample(oracle, x_T, schedule, timesteps(schedule.T, 10, "trailing"))
+    ours = ddim_sample(oracle, x_T, schedule, timestep_grid(schedule.T, 10, "trailing"))
     theirs = run_diffusers_scheduler(scheduler, oracle, x_T, steps=10)
     error = float((ours - theirs).abs().max())
     if not math.isfinite(error) or error > 1e-4:

@@ -12,7 +12,7 @@ import torch
 
 from ..experiments import cross_run_variance, ddim_sigmas
 from ..oracle import GaussianMixtureOracle, toy_mixture
-from ..sampling import ddim_sample, timesteps
+from ..sampling import ddim_sample, timestep_grid
 from ..schedules import cosine_schedule, linear_schedule
 from .core import Case, Diagnosis, Feedback, check_function
 
@@ -26,7 +26,7 @@ def _sigma_cases() -> list[Case]:
         (cosine_schedule(1000), 20, "quadratic", 0.3),
         (linear_schedule(1000), 50, "leading", 1.0),
     ]:
-        ts = timesteps(schedule.T, steps, strategy)
+        ts = timestep_grid(schedule.T, steps, strategy)
         label = f"the {steps}-step {strategy!r} grid of the {schedule.name} schedule (T = 1000), eta = {eta}"
         cases.append(Case({"schedule": schedule, "ts": ts, "eta": eta}, label=label))
     return cases
@@ -140,7 +140,7 @@ class _Sampler:
     def __init__(self, eta: float, x_T: torch.Tensor, steps: int = 10):
         schedule = linear_schedule(1000)
         self.oracle = GaussianMixtureOracle(toy_mixture(), schedule)
-        self.schedule, self.ts, self.eta = schedule, timesteps(1000, steps), eta
+        self.schedule, self.ts, self.eta = schedule, timestep_grid(1000, steps), eta
         self.x_T = x_T.clone()
         self.other_start = False
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..experiments import speedup_at_quality
-from ..sampling import timesteps
+from ..sampling import timestep_grid
 from .core import Case, Feedback, check_function
 
 # ---------------------------------------------------------------- the trailing grid
@@ -27,7 +27,7 @@ def _trailing_cases() -> list[Case]:
 
 
 def _grid(T, S, strategy):
-    return timesteps(T, S, strategy)
+    return timestep_grid(T, S, strategy)
 
 
 def _ascending(T, S):

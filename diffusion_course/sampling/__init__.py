@@ -38,7 +38,7 @@ from .solvers import (
     solver_nfe,
     vp_sigma,
 )
-from .timesteps import STRATEGIES, timesteps, validate_timesteps, visits_last
+from .timesteps import STRATEGIES, timestep_grid, validate_timesteps, visits_last
 from .unipc import unipc_correct, unipc_predict, unipc_sample, unipc_weights
 
 __all__ = [
@@ -79,7 +79,7 @@ __all__ = [
     "rescale_guided_eps",
     "sample_loop",
     "solver_nfe",
-    "timesteps",
+    "timestep_grid",
     "to_s",
     "unipc_correct",
     "unipc_predict",

@@ -23,7 +23,7 @@ import torch
 from .._checks import check_int, fail
 from ..schedules import NoiseSchedule
 from .common import check_sampler_inputs, progress_bar
-from .timesteps import timesteps as make_timesteps
+from .timesteps import timestep_grid
 
 __all__ = ["FittedGrid", "fit_timesteps", "grid_loss"]
 
@@ -78,7 +78,7 @@ def fit_timesteps(
     if not (isinstance(rtol, (int, float)) and rtol >= 0):
         fail("rtol", rtol, "expected a number ≥ 0")
     if isinstance(start, str):  # a strategy's grid, moved to begin at T−1
-        grid = make_timesteps(schedule.T, steps, start)
+        grid = timestep_grid(schedule.T, steps, start)
         grid[0] = schedule.T - 1
     else:
         grid = start
@@ -87,7 +87,7 @@ def fit_timesteps(
         fail("start", grid.tolist(), f"expected {steps} timesteps beginning at T−1 = {schedule.T - 1}")
     if reference is None:
         reference = sampler(
-            eps_model, x_T, schedule, make_timesteps(schedule.T, schedule.T), labels=labels, **options
+            eps_model, x_T, schedule, timestep_grid(schedule.T, schedule.T), labels=labels, **options
         )
     elif not isinstance(reference, torch.Tensor) or reference.shape != x_T.shape:
         fail("reference", reference, f"expected a tensor shaped like x_T, {tuple(x_T.shape)}")

@@ -15,7 +15,7 @@ from .._checks import check_int, fail
 from ..schedules import NoiseSchedule
 from .ddim import ddim_sample
 from .ddpm import ddpm_sample
-from .timesteps import timesteps as make_timesteps
+from .timesteps import timestep_grid
 
 SAMPLERS: dict[str, Callable] = {"ddpm": ddpm_sample, "ddim": ddim_sample}
 # Options each sampler understands beyond the shared ones (labels, generator, progress, …).
@@ -63,7 +63,7 @@ def run_sampler(
             fail(key, value, f"sampler {name!r} takes the options {', '.join(allowed) or 'none'}")
     options = {k: v for k, v in options.items() if v is not None}
     steps = schedule.T if steps is None else check_int("steps", steps, low=1, high=schedule.T)
-    ts = make_timesteps(schedule.T, steps, strategy)
+    ts = timestep_grid(schedule.T, steps, strategy)
     return SAMPLERS[name](
         eps_model, x_T, schedule, ts, generator=generator, labels=labels, progress=progress,
         return_trajectory=return_trajectory, **options,

@@ -34,7 +34,9 @@ from .._checks import check_choice, check_int, fail
 STRATEGIES = ("linspace", "leading", "trailing", "quadratic", "log")
 
 
-def timesteps(T: int, steps: int | None = None, strategy: str | Sequence[int] | torch.Tensor = "trailing"):
+def timestep_grid(
+    T: int, steps: int | None = None, strategy: str | Sequence[int] | torch.Tensor = "trailing"
+):
     """The descending timesteps of a sampler with ``steps`` steps out of ``T`` (see the module docstring).
 
     ``strategy`` is one of ``STRATEGIES`` or a custom list/tensor of indices (strictly descending, in 0..T−1;
@@ -61,13 +63,13 @@ def visits_last(T: int, steps: int, strategy: str | Sequence[int] | torch.Tensor
     where the true marginal still holds √ᾱ_t of signal: a mismatch that is worst for zero-terminal-SNR
     schedules, whose ᾱ_{T−1} = 0 is exactly what the skipped step would have provided.
     """
-    return int(timesteps(T, steps, strategy)[0]) == T - 1
+    return int(timestep_grid(T, steps, strategy)[0]) == T - 1
 
 
 def validate_timesteps(ts, T: int, name: str = "timesteps") -> torch.Tensor:
     """A non-empty, strictly descending sequence of integer indices in 0..T−1, as a CPU LongTensor."""
     if isinstance(ts, int) and not isinstance(ts, bool):
-        fail(name, ts, "expected a list or tensor of timesteps; for a step count use timesteps(T, steps)")
+        fail(name, ts, "expected a list or tensor of timesteps; for a step count use timestep_grid(T, steps)")
     if isinstance(ts, torch.Tensor):
         if ts.is_floating_point() or ts.is_complex() or ts.dtype == torch.bool:
             fail(name, ts, "expected integer timestep indices")

@@ -9,7 +9,7 @@ import torch
 from .. import viz
 from .._checks import check_float, check_image_batch, check_int, fail
 from ..experiments import check_independent_start
-from ..sampling import ddim_sample, ddim_sigma, timesteps
+from ..sampling import ddim_sample, ddim_sigma, timestep_grid
 from .core import App, make_app
 
 
@@ -40,7 +40,7 @@ def eta_app(
         fail("seeds", seeds, "expected two different seeds, one per run")
     for seed in seeds:
         check_independent_start(x_T, seed)
-    ts = timesteps(schedule.T, steps, strategy)
+    ts = timestep_grid(schedule.T, steps, strategy)
     first_sigma_ab = (
         float(schedule.alpha_bar[ts[0]]),
         float(schedule.alpha_bar[ts[1]]) if steps > 1 else 1.0,

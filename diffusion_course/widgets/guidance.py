@@ -10,7 +10,7 @@ from .. import viz
 from .._checks import check_float, check_int, fail
 from ..sampling.ddim import ddim_sample
 from ..sampling.guidance import CFG
-from ..sampling.timesteps import timesteps as make_timesteps
+from ..sampling.timesteps import timestep_grid
 from ..schedules import NoiseSchedule
 from ..scoring import wilson_interval
 from .core import App, make_app
@@ -56,7 +56,7 @@ def guidance_app(
     shape = _sample_shape(model) if shape is None else tuple(check_int("shape[i]", d, low=1) for d in shape)
     x_T = torch.randn((n, *shape), generator=torch.Generator().manual_seed(check_int("seed", seed)))
     x_T = x_T.to(device)
-    grid = make_timesteps(schedule.T, steps)
+    grid = timestep_grid(schedule.T, steps)
     cache: dict[tuple, torch.Tensor] = {}
 
     def draw(scale: float, digit: int, rescale: float):

@@ -9,7 +9,7 @@ import torch
 from .. import viz
 from .._checks import check_choice, check_float, check_image_batch, check_int
 from ..experiments import check_independent_start
-from ..sampling import STRATEGIES, ddim_sample, timesteps, visits_last
+from ..sampling import STRATEGIES, ddim_sample, timestep_grid, visits_last
 from .core import App, make_app
 
 
@@ -25,7 +25,7 @@ def steps_app(
     max_steps: int = 50,
     seed: int = 0,
 ) -> App:
-    """DDIM(η) from one fixed ``x_T`` on the grid ``timesteps(T, steps, strategy)``.
+    """DDIM(η) from one fixed ``x_T`` on the grid ``timestep_grid(T, steps, strategy)``.
 
     Left: √ᾱ_t against t with the visited timesteps marked (the first one in red when it is not T−1, i.e.
     when the sampler treats pure noise as if it were x at a less noisy level). Right: the samples. x_T and the
@@ -45,14 +45,14 @@ def steps_app(
 
     def samples(steps: int, strategy: str) -> torch.Tensor:
         if (steps, strategy) not in cache:
-            ts = timesteps(T, steps, strategy)
+            ts = timestep_grid(T, steps, strategy)
             generator = torch.Generator(device=x_T.device).manual_seed(seed)
             out = ddim_sample(eps_model, x_T, schedule, ts, eta=eta, generator=generator, labels=labels)
             cache[steps, strategy] = out.detach().cpu()
         return cache[steps, strategy]
 
     def draw(steps: int, strategy: str):
-        ts = timesteps(T, steps, strategy)
+        ts = timestep_grid(T, steps, strategy)
         x0 = samples(steps, strategy)
         starts_at_last = visits_last(T, steps, strategy)
         fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.2), width_ratios=(1.0, 1.6))

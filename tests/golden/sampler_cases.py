@@ -17,7 +17,7 @@ import torch
 
 from diffusion_course.sampling import CFG, ddim_invert
 from diffusion_course.sampling.registry import run_sampler
-from diffusion_course.sampling.timesteps import timesteps
+from diffusion_course.sampling.timesteps import timestep_grid
 from diffusion_course.schedules import make_schedule
 
 GOLDEN = Path(__file__).with_name("samplers.json")
@@ -100,7 +100,7 @@ def _invert_thunk(model, steps):
     def run():
         schedule = make_schedule("linear", T=1000)
         x0 = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7)).clamp(-1, 1)
-        x_T, traj = ddim_invert(model, x0, schedule, timesteps(1000, steps), return_trajectory=True)
+        x_T, traj = ddim_invert(model, x0, schedule, timestep_grid(1000, steps), return_trajectory=True)
         return {"x_T": x_T, "xs": torch.stack(traj.xs), "x0_preds": torch.stack(traj.x0_preds)}
 
     return run
