@@ -36,8 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def load_model():
     if (ROOT / "data" / "checkpoints" / "mnist-cond.safetensors").is_file():
-        model, _ = load_checkpoint("mnist-cond", device="cpu")
-        return model, "shipped mnist-cond checkpoint"
+        return load_checkpoint("mnist-cond", device="cpu").model, "shipped mnist-cond checkpoint"
     return get_config("mnist-cond").build_model().eval(), "mnist-cond architecture, untrained weights"
 
 

@@ -26,7 +26,6 @@ import time
 
 import torch
 
-from diffusion_course import make_schedule
 from diffusion_course.checkpoints import load_checkpoint
 from diffusion_course.sampling import ddim_sample, timestep_grid
 
@@ -134,10 +133,11 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, info = load_checkpoint("mnist-cond", device="cpu")
-    schedule = make_schedule(info["schedule"]["name"], info["schedule"]["T"])
-    results = {"machine": machine(), "checkpoint_step": info.get("step")}
-    results["overhead"] = overhead(model, schedule, args.overhead_batch, args.overhead_steps, args.repeats)
+    checkpoint = load_checkpoint("mnist-cond", device="cpu")
+    results = {"machine": machine(), "checkpoint_step": checkpoint.info.get("step")}
+    results["overhead"] = overhead(
+        checkpoint.model, checkpoint.schedule, args.overhead_batch, args.overhead_steps, args.repeats
+    )
     results["load_average_end"] = load_average()
     if args.out:
         with open(args.out, "w") as f:

@@ -14,7 +14,8 @@ code. The resume state of a run (optimizer, RNG states) is a separate ``torch.sa
 with ``torch.load(weights_only=True)``, which also refuses to build arbitrary objects.
 
 Shipped checkpoints live in ``data/checkpoints/`` beside the package (or in
-``$DIFFUSION_COURSE_DATA/checkpoints``) and are loaded by name: ``load_checkpoint("mnist-cond")``.
+``$DIFFUSION_COURSE_DATA/checkpoints``) and are loaded by name: ``load_checkpoint("mnist-cond")`` returns a
+:class:`Checkpoint`, the model with the noise schedule it was trained with, its JSON and its classes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import io
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,10 +38,32 @@ from ._checks import check_choice, fail
 from .data import data_dir
 from .models import MODEL_KINDS, build_model, count_parameters, model_kind
 from .profiles import resolve_device
+from .schedules import NoiseSchedule, make_schedule
 
 FORMAT = "diffusion_course.checkpoint"
 FORMAT_VERSION = 1
 RAW_PREFIX = "raw."
+ZERO_SNR_SUFFIX = "+zero_snr"  # NoiseSchedule.rescale_zero_terminal_snr() appends this to the schedule's name
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A loaded checkpoint, as :func:`load_checkpoint` returns it.
+
+    - ``model``: the network with the stored weights, in eval mode, on the requested device.
+    - ``schedule``: the :class:`~diffusion_course.schedules.NoiseSchedule` the model was trained with, rebuilt
+      from the name and T in the JSON; ``None`` for a checkpoint that records none (the digit classifier).
+    - ``info``: the JSON as a dict (model kind and config, training config, command, metrics, …), plus
+      ``json_path``, the file it was read from.
+    - ``classes``: K, the number of classes: a class-conditional ε-model takes labels 0..K−1 (and K, its null
+      class, for the unconditional prediction); a classifier predicts one of 0..K−1. ``None`` for an
+      unconditional model. The JSON records no class names: for the MNIST models class k is the digit k.
+    """
+
+    model: nn.Module
+    schedule: NoiseSchedule | None
+    info: dict
+    classes: int | None
 
 
 def checkpoints_dir() -> Path:
@@ -185,8 +209,8 @@ def read_checkpoint_info(name_or_path: str | os.PathLike) -> dict:
 
 def load_checkpoint(
     name_or_path: str | os.PathLike, device: str | torch.device = "auto", weights: str = "primary"
-) -> tuple[nn.Module, dict]:
-    """Rebuild the model from the JSON and load its weights; return ``(model in eval mode, info dict)``.
+) -> Checkpoint:
+    """Rebuild the model and its noise schedule from the JSON and load the weights: a :class:`Checkpoint`.
 
     ``weights="primary"`` loads the stored sampling weights (EMA when the run had one); ``"raw"`` loads the
     raw training weights of a checkpoint saved with ``include_raw=True``.
@@ -199,6 +223,7 @@ def load_checkpoint(
         model = build_model(info["model"]["kind"], **info["model"]["config"])
     except ValueError as err:
         raise ValueError(f"checkpoint file {json_path}: cannot rebuild the model: {err}") from None
+    schedule = _recorded_schedule(info, json_path)
 
     if not weights_path.is_file():
         raise ValueError(f"checkpoint {json_path} has no weights file {weights_path}")
@@ -228,7 +253,23 @@ def load_checkpoint(
         raise ValueError(
             f"weights file {weights_path} does not fit the model in {json_path}: {err}"
         ) from None
-    return model.to(resolve_device(device)).eval(), info
+    classes = info["model"]["config"].get("num_classes")
+    return Checkpoint(model.to(resolve_device(device)).eval(), schedule, info, classes)
+
+
+def _recorded_schedule(info: dict, json_path: Path) -> NoiseSchedule | None:
+    """The schedule ``save_checkpoint`` recorded (``{"name", "T"}``), rebuilt; None when there is none."""
+    record = info.get("schedule")
+    if record is None:
+        return None
+    try:
+        name, T = record["name"], record["T"]
+        base = name.removesuffix(ZERO_SNR_SUFFIX)
+        return make_schedule(base, T, zero_terminal_snr=base != name)
+    except (TypeError, KeyError, AttributeError, ValueError) as err:
+        raise ValueError(
+            f"checkpoint file {json_path}: cannot rebuild the noise schedule {record!r}: {err}"
+        ) from None
 
 
 def save_training_state(path: str | os.PathLike, state: dict) -> None:

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from .checkpoints import load_checkpoint, save_checkpoint
+from .classifier_training import classifier_accuracy, train_classifier
 from .configs import CONFIGS, get_config
-from .training import NonFiniteLossError, classifier_accuracy, distributed_info, train, train_classifier
+from .training import NonFiniteLossError, distributed_info, train
 
 
 def add_configs_parser(subparsers) -> None:
@@ -135,7 +136,8 @@ def run_train(args) -> int:
 
 
 def _add_sampling_arguments(p, n_default: int) -> None:
-    """Flags shared by ``sample`` and ``evaluate`` (the logic lives in diffusion_course.evaluation)."""
+    """Flags shared by ``sample`` and ``evaluate`` (the logic lives in diffusion_course.generation and
+    diffusion_course.evaluation)."""
     p.add_argument(
         "--checkpoint", required=True, help="a shipped name (e.g. mnist-cond) or a checkpoint path"
     )
@@ -167,15 +169,16 @@ def add_sample_parser(subparsers) -> None:
 
 
 def run_sample(args) -> int:
-    from .evaluation import generate_samples, model_num_classes, sample_labels
+    from .generation import generate_samples, sample_labels
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    model, info = load_checkpoint(args.checkpoint, device=args.device)
-    labels = sample_labels(model, args.n, args.label) if args.label is not None else None
+    checkpoint = load_checkpoint(args.checkpoint, device=args.device)
+    name = checkpoint.info["name"]
+    labels = sample_labels(checkpoint.model, args.n, args.label) if args.label is not None else None
     started = time.perf_counter()
     images, labels = generate_samples(
-        model, info, args.sampler, args.steps, n=args.n, seed=args.seed, eta=args.eta,
+        checkpoint, args.sampler, args.steps, n=args.n, seed=args.seed, eta=args.eta,
         strategy=args.strategy, guidance=args.guidance, labels=labels, progress=not args.quiet,
     )  # fmt: skip
     seconds = time.perf_counter() - started
@@ -189,16 +192,16 @@ def run_sample(args) -> int:
         fig, ax = plt.subplots(figsize=(5, 5))
         ax.scatter(images[:, 0], images[:, 1], s=3, alpha=0.5)
         ax.set_aspect("equal")
-        ax.set_title(f"{info['name']}: {args.sampler}, {args.steps} steps, n={args.n}")
+        ax.set_title(f"{name}: {args.sampler}, {args.steps} steps, n={args.n}")
         fig.savefig(args.out, dpi=100)
         plt.close(fig)
     else:
         from torchvision.utils import save_image
 
-        cycling = model_num_classes(model) is not None and args.label is None
-        nrow = args.nrow or (model_num_classes(model) if cycling else 8)
+        cycling = checkpoint.classes is not None and args.label is None
+        nrow = args.nrow or (checkpoint.classes if cycling else 8)
         save_image(((images + 1) / 2).clamp(0, 1), args.out, nrow=nrow, padding=2)
-    what = f"{args.n} samples of {info['name']}, {args.sampler} {args.steps} steps"
+    what = f"{args.n} samples of {name}, {args.sampler} {args.steps} steps"
     print(f"wrote {args.out} ({what}, {seconds:.1f} s)")
     return 0
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ._checks import check_int, fail
+from .data import load_mnist, synthetic_digits
 from .models import build_model
 from .schedules import NoiseSchedule, make_schedule
 from .training import TrainConfig
@@ -79,15 +80,13 @@ def load_run_data(
     - ``mnist-train``: the bundled MNIST training split (4,500 digits, labels 0..9).
     - ``toy-mixture``: ``size`` points of ``oracle.toy_mixture()`` (no labels);
       ``toy-mixture-labelled``: the same points with their component index as label.
-    - ``synthetic-digits``: ``size`` 28×28 images of one Gaussian blob whose position encodes the label;
-      made for tests, needs no files.
+    - ``synthetic-digits``: ``size`` images of ``data.synthetic_digits`` (a blob whose position encodes the
+      label); made for tests, needs no files.
     """
     if data not in DATASETS:
         fail("data", data, f"known data sets are {', '.join(DATASETS)}")
     generator = torch.Generator().manual_seed(seed)
     if data == "mnist-train":
-        from .data import load_mnist
-
         return load_mnist("train")
     size = check_int("data_size", size, low=1)
     if data in ("toy-mixture", "toy-mixture-labelled"):
@@ -95,14 +94,7 @@ def load_run_data(
 
         points, components = toy_mixture().sample(size, generator=generator, return_components=True)
         return points, (components.long() if data == "toy-mixture-labelled" else None)
-    labels = torch.arange(size) % 10
-    centre = torch.stack([8 + 12 * (labels // 5), 4 + 5 * (labels % 5)], dim=1).float()
-    centre = centre + torch.randn(size, 2, generator=generator)
-    grid = torch.arange(28, dtype=torch.float32)
-    rows, cols = centre[:, 0, None, None], centre[:, 1, None, None]
-    d2 = (grid[None, :, None] - rows) ** 2 + (grid[None, None, :] - cols) ** 2
-    images = 2 * torch.exp(-d2 / 8.0) - 1
-    return images[:, None], labels
+    return synthetic_digits(size, generator)
 
 
 CONFIGS: dict[str, RunConfig] = {}
@@ -222,7 +214,3 @@ def get_config(name: str) -> RunConfig:
     if name not in CONFIGS:
         fail("config", name, f"known configs are {', '.join(CONFIGS)}")
     return CONFIGS[name]
-
-
-def list_configs() -> list[str]:
-    return list(CONFIGS)

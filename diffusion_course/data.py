@@ -1,4 +1,5 @@
-"""Data sets: the bundled MNIST subset, 2-D toy sets, and opt-in torchvision loaders.
+"""Data sets: the bundled MNIST subset, synthetic digits for tests, 2-D toy sets, and opt-in torchvision
+loaders.
 
 Images are float32 tensors (N, C, H, W) in [−1, 1] (x/127.5 − 1 from uint8 pixels). MNIST stays 28×28:
 the U-Net goes 28 → 14 → 7, so no padding is needed and every pixel the model sees is a real one.
@@ -78,12 +79,6 @@ def load_mnist(
     return x.to(target), y.to(target)
 
 
-def mnist_split_indices(split: str) -> np.ndarray:
-    """The indices into the file's 5,000 images that make up ``split`` (sorted int64 array, a copy)."""
-    check_choice("split", split, ("train", "heldout"))
-    return _mnist_arrays()[f"{split}_idx"].copy()
-
-
 def _mnist_arrays() -> dict[str, np.ndarray]:
     path = data_dir() / MNIST_FILE
     if not path.is_file():
@@ -114,23 +109,27 @@ def _read_mnist(path: str, mtime_ns: int, size: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """[−1, 1] → [0, 1]: (x + 1) / 2 (no clipping; values outside the range map outside it)."""
-    _check_float_tensor("x", x)
-    return (x + 1.0) / 2.0
+# ---------------------------------------------------------------------------------------------------------
+# Synthetic digits: labelled images that need no files
 
 
-def from_unit(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] → [−1, 1]: 2x − 1 (no clipping)."""
-    _check_float_tensor("x", x)
-    return 2.0 * x - 1.0
+def synthetic_digits(n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images, float32 (n, 1, 28, 28) in [−1, 1], of one Gaussian blob whose position encodes the
+    label, and the labels 0, 1, …, 9, 0, 1, … in turn (int64 (n,)).
 
-
-def _check_float_tensor(name: str, x) -> None:
-    if not isinstance(x, torch.Tensor):
-        fail(name, type(x).__name__, "expected a torch.Tensor")
-    if not x.is_floating_point():
-        fail(name, x, "expected a floating-point tensor; convert uint8 images with load_mnist or x/127.5 − 1")
+    Label k puts the blob's centre at (row, col) = (8 + 12 ⌊k/5⌋, 4 + 5 (k mod 5)) plus N(0, I) jitter, and
+    pixel (i, j) is 2 exp(−‖(i, j) − centre‖² / 8) − 1. Made for tests: it needs no files, and a small
+    model learns it in a few steps.
+    """
+    n = check_int("n", n, low=1)
+    labels = torch.arange(n) % 10
+    centre = torch.stack([8 + 12 * (labels // 5), 4 + 5 * (labels % 5)], dim=1).float()
+    centre = centre + torch.randn(n, 2, generator=generator)
+    grid = torch.arange(28, dtype=torch.float32)
+    rows, cols = centre[:, 0, None, None], centre[:, 1, None, None]
+    d2 = (grid[None, :, None] - rows) ** 2 + (grid[None, None, :] - cols) ** 2
+    images = 2 * torch.exp(-d2 / 8.0) - 1
+    return images[:, None], labels
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -132,11 +132,11 @@ def get_experiment(name: str) -> Experiment:
     return EXPERIMENTS[name]
 
 
-def _chunk(model, info, cell: Cell, seed: int, size: int, scorer):
-    from .evaluation import generate_samples
+def _chunk(checkpoint, cell: Cell, seed: int, size: int, scorer):
+    from .generation import generate_samples
 
     samples, labels = generate_samples(
-        model, info, cell.sampler, cell.steps, n=size, seed=seed, **cell.sampling_kwargs()
+        checkpoint, cell.sampler, cell.steps, n=size, seed=seed, **cell.sampling_kwargs()
     )
     feats = scorer.features(samples)
     correct = int((scorer.predictions(samples) == labels).sum())
@@ -157,7 +157,7 @@ def run_experiment(
     if n % chunk:
         fail("n", n, f"must be a multiple of chunk={chunk}")
     seed = check_int("seed", seed, low=0)
-    model, info = load_checkpoint(experiment.checkpoint)
+    checkpoint = load_checkpoint(experiment.checkpoint)
     scorer = Scorer(load_classifier("cpu"))
     started = time.perf_counter()
     cells = []
@@ -165,7 +165,7 @@ def run_experiment(
         cell_start = time.perf_counter()
         feats, chunks = [], []
         for k in range(n // chunk):
-            f, correct = _chunk(model, info, cell, seed + k, chunk, scorer)
+            f, correct = _chunk(checkpoint, cell, seed + k, chunk, scorer)
             feats.append(f)
             chunks.append({"seed": seed + k, "n": chunk, "correct": correct, "feature_sum": float(f.sum())})
         feats = torch.cat(feats)
@@ -180,7 +180,7 @@ def run_experiment(
         "description": experiment.description,
         "notebook": experiment.notebook,
         "checkpoint": experiment.checkpoint,
-        "checkpoint_sha256": info.get("safetensors_sha256"),
+        "checkpoint_sha256": checkpoint.info.get("safetensors_sha256"),
         "command": command or f"python -m diffusion_course experiment {name} --n {n} --seed {seed}",
         "n": n,
         "seed": seed,
@@ -355,9 +355,9 @@ def reproduce_chunk(results: dict, cell_index: int = 0, chunk_index: int = 0) ->
     chunk_index = check_int("chunk_index", chunk_index, low=0, high=len(stored["chunks"]) - 1)
     fields = {k: stored[k] for k in Cell.__dataclass_fields__}
     cell = Cell(**fields)
-    model, info = load_checkpoint(results["checkpoint"])
+    checkpoint = load_checkpoint(results["checkpoint"])
     c = stored["chunks"][chunk_index]
-    feats, correct = _chunk(model, info, cell, c["seed"], c["n"], Scorer(load_classifier("cpu")))
+    feats, correct = _chunk(checkpoint, cell, c["seed"], c["n"], Scorer(load_classifier("cpu")))
     return {"seed": c["seed"], "n": c["n"], "correct": correct, "feature_sum": float(feats.sum())}
 
 

@@ -323,11 +323,15 @@ assert unet.class_embedding.table.weight.shape[0] == 11 and all(math.isfinite(v)
 #
 # ## 5. What training buys: the shipped `mnist-cond`
 #
-# We ship that run, trained for several thousand steps of 64 digits on a 2-core CPU. Its JSON records how it
-# was made:
+# We ship that run, trained for several thousand steps of 64 digits on a 2-core CPU. `load_checkpoint` returns
+# a `Checkpoint`: the model (in eval mode, on the profile's device), the noise schedule it was trained with,
+# its number of classes (`None` for an unconditional model), and `info`, the checkpoint's JSON, which records
+# how it was made:
 
 # %%
-model, info = load_checkpoint("mnist-cond", device=P.device)
+checkpoint = load_checkpoint("mnist-cond", device=P.device)
+info = checkpoint.info
+print(f"{type(checkpoint.model).__name__} with {checkpoint.classes} classes, schedule {checkpoint.schedule}")
 print(f"{info['num_parameters']:,} parameters, {info['step']} steps of batch {info['train_config']['batch_size']}, "
       f"p_uncond {info['train_config']['p_uncond']}, EMA decay {info['train_config']['ema_decay']}")  # fmt: skip
 print(f"trained on {info['device']} by: {info['command']}")
@@ -346,7 +350,7 @@ print(f"{info['num_parameters'] / count_parameters(net):.0f}× our TinyUNet's pa
 
 # %%
 n_show = P.pick(quick=100, full=500)
-samples, sample_labels = generate_samples(model, info, "ddim", 20, n=n_show, seed=0, progress=True)
+samples, sample_labels = generate_samples(checkpoint, "ddim", 20, n=n_show, seed=0, progress=True)
 scorer = Scorer(device=P.device)
 scores = scorer.score(samples, sample_labels)
 print(f"this run, DDIM-20, {n_show} samples: {scores.label_accuracy}; {scores.kid}")

@@ -239,10 +239,10 @@ result
 # (`ddpm_step`, which goes through x̂_0 and μ̃), the ε form above typed in by hand, and the ε form with the slip.
 
 # %%
-model, info = load_checkpoint("mnist-cond", device=P.device)
-schedule = make_schedule(info["schedule"]["name"], info["schedule"]["T"])
+checkpoint = load_checkpoint("mnist-cond", device=P.device)
+model, schedule = checkpoint.model, checkpoint.schedule  # the schedule the model was trained with
 T = schedule.T
-print(f"{info['name']}: {info['num_parameters']:,} parameters, {schedule.name} schedule, T = {T}")
+print(f"{checkpoint.info['name']}: {checkpoint.info['num_parameters']:,} parameters, {schedule.name} schedule, T = {T}")
 
 images, digit_labels = load_mnist("heldout", device=P.device)
 digits, digit_labels = images[:4], digit_labels[:4]

@@ -207,8 +207,8 @@ for eta, (mean_error, cov_error) in errors.items():
 # Now on the trained model (notebook 02's `mnist-cond`, labels 0…9).
 
 # %%
-model, info = load_checkpoint("mnist-cond", device=P.device)
-schedule = make_schedule(info["schedule"]["name"], info["schedule"]["T"])
+checkpoint = load_checkpoint("mnist-cond", device=P.device)
+model, schedule = checkpoint.model, checkpoint.schedule
 T = schedule.T
 alpha_bar = schedule.alpha_bar
 

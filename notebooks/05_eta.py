@@ -41,9 +41,8 @@ from diffusion_course import get_profile, make_schedule, viz, widgets
 from diffusion_course.checkpoints import load_checkpoint
 from diffusion_course.data import load_mnist
 from diffusion_course.exercises.eta import check_cross_run_variance, check_sigma_schedule
-from diffusion_course.experiments import (
+from diffusion_course.lessons.eta import (
     SIGMA_HAT,
-    SlicedW2Reference,
     cross_run_variance,
     ddim_sigmas,
     eta_steps_table,
@@ -54,7 +53,7 @@ from diffusion_course.experiments import (
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
 from diffusion_course.reference_results import estimate, format_table, load_results
 from diffusion_course.sampling import ddim_sample, ddpm_sample, timestep_grid
-from diffusion_course.scoring import Scorer, compare, wilson_interval
+from diffusion_course.scoring import Scorer, SlicedW2Reference, compare, wilson_interval
 
 P = get_profile()
 print(P)
@@ -105,7 +104,7 @@ assert result.passed, result  # solution-only
 result
 
 # %% [markdown]
-# The package's version is `experiments.ddim_sigmas` (it calls `sampling.ddim_sigma`, the function the
+# The package's version is `lessons.eta.ddim_sigmas` (it calls `sampling.ddim_sigma`, the function the
 # sampler uses). Here is σ_t along a 20-step grid for several η and for σ̂, against the whole noise budget
 # √(1 − ᾱ_prev), and the fraction of that budget that is fresh noise, σ²/(1 − ᾱ_prev):
 
@@ -209,8 +208,8 @@ assert (hat_50 - ddpm_50).abs().max() > 1e-2
 # classifier's features on the samples and on the held-out digits, each with its 95 % interval.
 
 # %%
-model, info = load_checkpoint("mnist-cond", device=P.device)
-schedule = make_schedule(info["schedule"]["name"], info["schedule"]["T"])
+checkpoint = load_checkpoint("mnist-cond", device=P.device)
+model, schedule, info = checkpoint.model, checkpoint.schedule, checkpoint.info
 scorer = Scorer()
 real_images, real_labels = load_mnist("heldout")
 correct = int((scorer.predictions(real_images) == real_labels).sum())
@@ -321,7 +320,7 @@ assert result.passed, result  # solution-only
 result
 
 # %% [markdown]
-# The package's `experiments.cross_run_variance` is the function the checker compares against. On the 2-D
+# The package's `lessons.eta.cross_run_variance` is the function the checker compares against. On the 2-D
 # oracle, where a run costs nothing, it shows the same pattern as the model: exactly 0 at η = 0, then growing.
 
 # %%

@@ -39,17 +39,12 @@ import torch
 from diffusion_course import get_profile, make_schedule, widgets
 from diffusion_course.checkpoints import load_checkpoint
 from diffusion_course.exercises.steps import check_speedup, check_trailing_timesteps
-from diffusion_course.experiments import (
-    DDIM_TABLE1_CIFAR10,
-    SIGMA_HAT,
-    SlicedW2Reference,
-    eta_steps_table,
-    pareto_front,
-)
+from diffusion_course.lessons.eta import SIGMA_HAT, eta_steps_table
+from diffusion_course.lessons.steps import DDIM_TABLE1_CIFAR10, pareto_front
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
 from diffusion_course.reference_results import estimate, format_table, load_results
 from diffusion_course.sampling import STRATEGIES, ddim_sample, ddpm_sample, timestep_grid, visits_last
-from diffusion_course.scoring import Scorer, compare
+from diffusion_course.scoring import Scorer, SlicedW2Reference, compare
 
 P = get_profile()
 print(P)
@@ -301,8 +296,8 @@ assert all(verdict(o[s][0], o[s][-1]) == "B better" for s in STRATEGIES)  # S = 
 # real training digits.
 
 # %%
-model, info = load_checkpoint("mnist-cond", device=P.device)
-schedule = make_schedule(info["schedule"]["name"], info["schedule"]["T"])
+checkpoint = load_checkpoint("mnist-cond", device=P.device)
+model, schedule = checkpoint.model, checkpoint.schedule
 scorer = Scorer()
 
 n = P.pick(quick=24, full=1000)

@@ -50,7 +50,7 @@ from diffusion_course.exercises.guidance import check_batched_guidance, check_gu
 from diffusion_course.oracle import GaussianMixture, GaussianMixtureOracle
 from diffusion_course.reference_results import estimate, format_table, load_results
 from diffusion_course.sampling import CFG, ddim_sample, guided_eps, predict_x0, timestep_grid, to_s
-from diffusion_course.schedules import linear_schedule, make_schedule
+from diffusion_course.schedules import linear_schedule
 from diffusion_course.scoring import Z95, Estimate, Scorer, compare, wilson_interval
 
 P = get_profile()
@@ -238,8 +238,8 @@ assert all(toy_est[s]["mean"].low > 0.5 for s in (3.0, 7.0))  # the centre drift
 # draw u_i per example: label_i → ∅ where u_i < p_uncond.
 
 # %%
-model, info = load_checkpoint("mnist-cond", device=P.device)
-mnist_schedule = make_schedule(info["schedule"]["name"], info["schedule"]["T"])
+checkpoint = load_checkpoint("mnist-cond", device=P.device)
+model, mnist_schedule, info = checkpoint.model, checkpoint.schedule, checkpoint.info
 print(
     f"model: {type(model).__name__}, {info['num_parameters']:,} parameters, num_classes = {model.num_classes}"
 )

@@ -543,8 +543,8 @@ assert error(linspace_race["DPM-Solver++(2M)"]) > error(linspace_race["DDIM"])
 # interval only. The verdicts come from the shipped reference table below it (n = 1000 per cell).
 
 # %%
-model, info = load_checkpoint("mnist-cond", device=P.device)
-schedule = make_schedule(info["schedule"]["name"], info["schedule"]["T"])
+checkpoint = load_checkpoint("mnist-cond", device=P.device)
+model, schedule, info = checkpoint.model, checkpoint.schedule, checkpoint.info
 scorer = Scorer()
 print(f"model: {info['num_parameters']:,} parameters; schedule {schedule}")
 

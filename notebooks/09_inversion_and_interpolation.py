@@ -39,7 +39,7 @@
 import matplotlib.pyplot as plt
 import torch
 
-from diffusion_course import get_profile, make_schedule, viz
+from diffusion_course import get_profile, viz
 from diffusion_course.checkpoints import load_checkpoint
 from diffusion_course.data import load_mnist
 from diffusion_course.exercises.inversion import check_ddim_inversion_step, check_slerp
@@ -64,10 +64,9 @@ print(P)
 # The shipped classifier (`mnist-classifier`) reads the decoded digits in sections 3 and 4.
 
 # %%
-model, info = load_checkpoint("mnist-cond", device=P.device)
-classifier, _ = load_checkpoint("mnist-classifier", device=P.device)
-classifier.eval()
-schedule = make_schedule(info["schedule"]["name"], info["schedule"]["T"])
+checkpoint = load_checkpoint("mnist-cond", device=P.device)
+model, schedule, info = checkpoint.model, checkpoint.schedule, checkpoint.info
+classifier = load_checkpoint("mnist-classifier", device=P.device).model
 images, labels = load_mnist("heldout")
 images, labels = images.to(P.device), labels.to(P.device)
 print(f"{type(model).__name__} with {info['num_parameters']:,} parameters, {schedule}")

@@ -45,7 +45,7 @@ import inspect
 import matplotlib.pyplot as plt
 import torch
 
-from diffusion_course import get_profile, linear_schedule, make_schedule, scaled_linear_schedule, viz
+from diffusion_course import get_profile, linear_schedule, scaled_linear_schedule, viz
 from diffusion_course.bridge import (
     check_diffusers_installed,
     ddim_landing_points,
@@ -607,8 +607,8 @@ result
 
 # %%
 # NBVAL_CHECK_OUTPUT
-model, info = load_checkpoint("mnist-cond", device=P.device)
-mnist_schedule = make_schedule(info["schedule"]["name"], info["schedule"]["T"])
+checkpoint = load_checkpoint("mnist-cond", device=P.device)
+model, mnist_schedule = checkpoint.model, checkpoint.schedule
 n_digits = P.pick(quick=8, full=16)
 digit_labels = torch.arange(n_digits, device=P.device) % 10
 x_T_img = torch.randn(n_digits, 1, 28, 28, generator=seed(3)).to(P.device)

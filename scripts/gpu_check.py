@@ -689,7 +689,7 @@ def worker_sampler(dry_run: bool, limit_s: float, save) -> None:
     import torch
 
     from diffusion_course.checkpoints import load_checkpoint
-    from diffusion_course.evaluation import generate_samples
+    from diffusion_course.generation import generate_samples
 
     soft_deadline = time.monotonic() + limit_s - 15  # leave time to report
     if dry_run:
@@ -699,7 +699,8 @@ def worker_sampler(dry_run: bool, limit_s: float, save) -> None:
         device, batches, steps = "cuda", [1, 4, 16, 64, 256, 1024], 50
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else None
-    model, info = load_checkpoint("mnist-cond", device=device)
+    checkpoint = load_checkpoint("mnist-cond", device=device)
+    model = checkpoint.model
 
     def build(variant):
         if variant == "eager":
@@ -713,7 +714,9 @@ def worker_sampler(dry_run: bool, limit_s: float, save) -> None:
         return StepMarked(torch.compile(model, mode="reduce-overhead"), model.num_classes)
 
     def sample(eps_model, batch):
-        return generate_samples(eps_model, info, "ddim", steps, n=batch, seed=0, device=device)[0]
+        return generate_samples(
+            checkpoint, "ddim", steps, n=batch, seed=0, eps_model=eps_model, device=device
+        )[0]
 
     variants = ["eager", "compile", "compile_cudagraphs"]
     out = {"steps": steps, "batches": batches, "device": device, "variants": variants, "failures": [],

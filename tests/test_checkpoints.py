@@ -7,6 +7,7 @@ import torch
 
 from diffusion_course import checkpoints
 from diffusion_course.checkpoints import (
+    Checkpoint,
     list_checkpoints,
     load_checkpoint,
     load_training_state,
@@ -14,8 +15,8 @@ from diffusion_course.checkpoints import (
     save_checkpoint,
     save_training_state,
 )
-from diffusion_course.models import MLP, UNet
-from diffusion_course.schedules import linear_schedule
+from diffusion_course.models import MLP, Classifier, UNet
+from diffusion_course.schedules import cosine_schedule, linear_schedule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,7 +60,8 @@ def test_round_trip_gives_the_ema_weights_and_the_same_outputs(tmp_path):
         extra={"seconds": 1.5},
     )  # fmt: skip
     assert path == tmp_path / "run.json" and (tmp_path / "run.safetensors").is_file()
-    loaded, info = load_checkpoint(tmp_path / "run", device="cpu")
+    checkpoint = load_checkpoint(tmp_path / "run", device="cpu")
+    loaded, info = checkpoint.model, checkpoint.info
     assert isinstance(loaded, UNet) and not loaded.training and loaded.config == model.config
     for a, b in zip(loaded.state_dict().values(), ema.state_dict().values()):
         assert torch.equal(a, b)
@@ -73,19 +75,55 @@ def test_round_trip_gives_the_ema_weights_and_the_same_outputs(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary files left
 
 
+def test_a_checkpoint_holds_the_model_its_schedule_info_and_classes(tmp_path):
+    model, ema = trained_pair()
+    save_checkpoint(tmp_path / "cond", model, ema, schedule=cosine_schedule(200), step=9)
+    checkpoint = load_checkpoint(tmp_path / "cond", device="cpu")
+    assert isinstance(checkpoint, Checkpoint)
+    assert isinstance(checkpoint.model, UNet) and not checkpoint.model.training
+    assert next(checkpoint.model.parameters()).device == torch.device("cpu")
+    assert checkpoint.info["step"] == 9 and checkpoint.info["json_path"] == str(tmp_path / "cond.json")
+    assert checkpoint.info["schedule"] == {"name": "cosine", "T": 200}
+    assert (checkpoint.schedule.name, checkpoint.schedule.T) == ("cosine", 200)
+    assert torch.equal(checkpoint.schedule.betas, cosine_schedule(200).betas)
+    assert checkpoint.classes == 10 == checkpoint.model.num_classes
+    with pytest.raises(AttributeError):
+        checkpoint.model = model  # frozen
+
+
+def test_unconditional_and_classifier_checkpoints(tmp_path):
+    save_checkpoint(tmp_path / "toy", MLP(hidden=8, depth=1), schedule=linear_schedule(1000))
+    toy = load_checkpoint(tmp_path / "toy", device="cpu")
+    assert toy.classes is None and toy.model.num_classes is None
+    assert torch.equal(toy.schedule.betas, linear_schedule(1000).betas)
+    save_checkpoint(tmp_path / "clf", Classifier(num_classes=7, width=4, feature_dim=8))
+    clf = load_checkpoint(tmp_path / "clf", device="cpu")
+    assert clf.classes == 7 and clf.schedule is None and isinstance(clf.model, Classifier)
+
+
+def test_a_zero_snr_schedule_is_rebuilt_and_an_unknown_one_refused(tmp_path):
+    zero_snr = linear_schedule(100).rescale_zero_terminal_snr()
+    save_checkpoint(tmp_path / "ckpt", MLP(hidden=8, depth=1), schedule=zero_snr)
+    loaded = load_checkpoint(tmp_path / "ckpt", device="cpu").schedule
+    assert loaded.name == zero_snr.name and torch.allclose(loaded.betas, zero_snr.betas)
+    edit_json(tmp_path / "ckpt.json", lambda i: i.update(schedule={"name": "custom", "T": 100}))
+    with pytest.raises(ValueError, match=r"ckpt\.json: cannot rebuild the noise schedule .*'custom'"):
+        load_checkpoint(tmp_path / "ckpt")
+
+
 def test_raw_weights_are_optional(tmp_path):
     model, ema = trained_pair()
     save_checkpoint(tmp_path / "with_raw", model, ema, include_raw=True)
-    raw, _ = load_checkpoint(tmp_path / "with_raw.safetensors", device="cpu", weights="raw")
+    raw = load_checkpoint(tmp_path / "with_raw.safetensors", device="cpu", weights="raw").model
     assert all(torch.equal(a, b) for a, b in zip(raw.state_dict().values(), model.state_dict().values()))
-    primary, _ = load_checkpoint(tmp_path / "with_raw.json", device="cpu")
+    primary = load_checkpoint(tmp_path / "with_raw.json", device="cpu").model
     assert all(torch.equal(a, b) for a, b in zip(primary.state_dict().values(), ema.state_dict().values()))
     save_checkpoint(tmp_path / "ema_only", model, ema)
     with pytest.raises(ValueError, match="no raw weights"):
         load_checkpoint(tmp_path / "ema_only", weights="raw")
     save_checkpoint(tmp_path / "plain", model)
-    plain, info = load_checkpoint(tmp_path / "plain", device="cpu")
-    assert info["weights"] == "raw" and torch.equal(outputs(plain), outputs(model))
+    plain = load_checkpoint(tmp_path / "plain", device="cpu")
+    assert plain.info["weights"] == "raw" and torch.equal(outputs(plain.model), outputs(model))
     with pytest.raises(ValueError, match="weights"):
         load_checkpoint(tmp_path / "plain", weights="best")
 
@@ -93,7 +131,7 @@ def test_raw_weights_are_optional(tmp_path):
 def test_a_folder_gets_the_stem_model(tmp_path):
     save_checkpoint(tmp_path, MLP(hidden=8, depth=1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
-    assert load_checkpoint(tmp_path / "model", device="cpu")[1]["model"]["kind"] == "mlp"
+    assert load_checkpoint(tmp_path / "model", device="cpu").info["model"]["kind"] == "mlp"
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -193,8 +231,10 @@ def test_registry_resolves_names_and_lists_the_known_ones(tmp_path, monkeypatch)
     save_checkpoint(tmp_path / "checkpoints" / "alpha", model)
     (tmp_path / "checkpoints" / "orphan.json").write_text("{}")  # no weights beside it: not listed
     assert list_checkpoints() == ["alpha", "toy"]
-    loaded, info = load_checkpoint("toy", device="cpu")
-    assert info["step"] == 5 and read_checkpoint_info("toy")["name"] == "toy"
+    assert (
+        load_checkpoint("toy", device="cpu").info["step"] == 5
+        and read_checkpoint_info("toy")["name"] == "toy"
+    )
     with pytest.raises(ValueError, match="'mnist-cond'.*known checkpoints: alpha, toy"):
         load_checkpoint("mnist-cond")
 

@@ -28,7 +28,8 @@ def test_train_writes_a_checkpoint_that_loads(tmp_path, capsys):
         "test-tiny.safetensors",
         "train_state.pt",
     }
-    model, info = load_checkpoint(tmp_path / "test-tiny", device="cpu")
+    checkpoint = load_checkpoint(tmp_path / "test-tiny", device="cpu")
+    model, info = checkpoint.model, checkpoint.info
     assert info["model"]["kind"] == "tiny_unet" and model.config == info["model"]["config"]
     assert info["step"] == 3 and info["seed"] == 4 and info["train_config"]["steps"] == 3
     assert info["command"] == (
@@ -37,6 +38,7 @@ def test_train_writes_a_checkpoint_that_loads(tmp_path, capsys):
     )
     assert info["device"] == "cpu" and info["seconds"] > 0 and info["world_size"] == 1
     assert info["schedule"] == {"name": "linear", "T": 1000} and info["data"] == "synthetic-digits"
+    assert (checkpoint.schedule.name, checkpoint.schedule.T, checkpoint.classes) == ("linear", 1000, None)
     with torch.no_grad():
         out = model(torch.randn(2, 1, 28, 28), torch.tensor([0, 999]))
     assert out.shape == (2, 1, 28, 28) and torch.isfinite(out).all()
@@ -47,10 +49,10 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     assert main(["train", *common, "--out", str(tmp_path / "straight"), "--steps", "6"]) == 0
     assert main(["train", *common, "--out", str(tmp_path / "split"), "--steps", "2"]) == 0
     assert main(["train", *common, "--out", str(tmp_path / "split"), "--steps", "6", "--resume"]) == 0
-    straight, _ = load_checkpoint(tmp_path / "straight" / "test-toy2d", device="cpu")
-    split, info = load_checkpoint(tmp_path / "split" / "test-toy2d", device="cpu")
-    assert info["step"] == 6 and info["resumed"] is True
-    for a, b in zip(straight.state_dict().values(), split.state_dict().values()):
+    straight = load_checkpoint(tmp_path / "straight" / "test-toy2d", device="cpu").model
+    split = load_checkpoint(tmp_path / "split" / "test-toy2d", device="cpu")
+    assert split.info["step"] == 6 and split.info["resumed"] is True
+    for a, b in zip(straight.state_dict().values(), split.model.state_dict().values()):
         assert torch.equal(a, b)
 
 
@@ -59,8 +61,10 @@ def test_classifier_config_records_its_accuracy(tmp_path):
         main(["train", "--config", "test-classifier", "--out", str(tmp_path), "--quiet", "--threads", "1"])
         == 0
     )
-    model, info = load_checkpoint(tmp_path / "test-classifier", device="cpu")
+    checkpoint = load_checkpoint(tmp_path / "test-classifier", device="cpu")
+    model, info = checkpoint.model, checkpoint.info
     assert info["model"]["kind"] == "classifier" and info["weights"] == "raw"
+    assert checkpoint.schedule is None and checkpoint.classes == 10
     assert 0.0 <= info["metrics"]["train_accuracy"] <= 1.0
     assert model.features(torch.zeros(1, 1, 28, 28)).shape == (1, 8)
 
@@ -72,8 +76,9 @@ def test_module_entry_point_trains_a_conditional_model(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    model, info = load_checkpoint(tmp_path / "cond", device="cpu")
-    assert model.num_classes == 10 and info["weights"] == "ema" and info["train_config"]["p_uncond"] == 0.2
+    checkpoint = load_checkpoint(tmp_path / "cond", device="cpu")
+    assert checkpoint.model.num_classes == 10 == checkpoint.classes and checkpoint.info["weights"] == "ema"
+    assert checkpoint.info["train_config"]["p_uncond"] == 0.2
 
 
 def test_errors_exit_with_a_message(tmp_path, capsys):

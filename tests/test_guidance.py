@@ -336,11 +336,10 @@ def test_guidance_raises_label_accuracy_of_the_shipped_model():
     if missing:
         pytest.skip(f"shipped checkpoint(s) {', '.join(missing)} not in {folder} yet")
     from diffusion_course.metrics import label_accuracy
-    from diffusion_course.schedules import make_schedule
 
-    model, info = load_checkpoint("mnist-cond", device="cpu")
-    classifier, _ = load_checkpoint("mnist-classifier", device="cpu")
-    schedule = make_schedule(info["schedule"]["name"], info["schedule"]["T"])
+    checkpoint = load_checkpoint("mnist-cond", device="cpu")
+    model, schedule = checkpoint.model, checkpoint.schedule
+    classifier = load_checkpoint("mnist-classifier", device="cpu").model
     n = 40
     labels = torch.arange(n) % 10
     x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))

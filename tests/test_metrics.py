@@ -8,11 +8,9 @@ from torch import nn
 
 from diffusion_course.metrics import (
     classifier_features,
-    fd_score,
     frechet_distance,
     gaussian_frechet,
     label_accuracy,
-    mmd,
     nearest_neighbour_distance,
     sliced_w2,
 )
@@ -152,16 +150,6 @@ def test_classifier_features_in_eval_mode_and_batched():
     assert torch.allclose(feats, classifier_features(clf, images, batch_size=256))
 
 
-def test_fd_score_is_the_frechet_distance_of_the_features():
-    clf = TinyClassifier()
-    g = torch.Generator().manual_seed(3)
-    a, b = torch.randn(64, 1, 4, 4, generator=g), torch.randn(64, 1, 4, 4, generator=g) + 0.5
-    assert fd_score(clf, a, a) == pytest.approx(0.0, abs=1e-9)
-    expected = frechet_distance(classifier_features(clf, a), classifier_features(clf, b))
-    assert fd_score(clf, a, b, batch_size=16) == pytest.approx(expected)
-    assert fd_score(clf, a, b) > 0.01
-
-
 def test_label_accuracy():
     images = torch.zeros(8, 1, 2, 2)
     images[:, 0, 0, 0] = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7]).float()
@@ -239,32 +227,6 @@ def test_sliced_w2_reproducible_and_symmetric():
     assert seeded == pytest.approx(sliced_w2(a, b), rel=0.2)
 
 
-# --- MMD -------------------------------------------------------------------------------------------------
-
-
-def test_mmd_matches_the_gaussian_closed_form():
-    # x ~ N(μ1, s²I), y ~ N(μ2, s²I) in D dims, k = exp(−‖x−y‖²/2h²):
-    # MMD² = 2 c (1 − exp(−‖Δ‖² / (2(h² + 2s²)))),  c = (h² / (h² + 2s²))^{D/2}
-    g = torch.Generator().manual_seed(8)
-    D, s, h = 2, 0.5, 1.0
-    delta = torch.tensor([1.0, 0.0], dtype=torch.float64)
-    a = s * torch.randn(1500, D, generator=g, dtype=torch.float64)
-    b = delta + s * torch.randn(1500, D, generator=g, dtype=torch.float64)
-    c = (h * h / (h * h + 2 * s * s)) ** (D / 2)
-    expected = 2 * c * (1 - math.exp(-float(delta @ delta) / (2 * (h * h + 2 * s * s))))
-    assert mmd(a, b, bandwidths=[h]) == pytest.approx(expected, abs=0.01)
-
-
-def test_mmd_same_law_is_near_zero_and_biased_is_non_negative():
-    g = torch.Generator().manual_seed(9)
-    a, b = torch.randn(800, 2, generator=g), torch.randn(800, 2, generator=g)
-    assert abs(mmd(a, b)) < 0.005
-    assert mmd(a, b, unbiased=False) >= 0
-    assert mmd(a, a, unbiased=False) == pytest.approx(0.0, abs=1e-12)
-    assert mmd(a, b + 1.0) > 0.1
-    assert mmd(a, b) == pytest.approx(mmd(b, a), rel=1e-9)
-
-
 # --- nearest neighbour -----------------------------------------------------------------------------------
 
 
@@ -287,9 +249,6 @@ def test_nearest_neighbour_finds_copies_and_matches_brute_force():
         (lambda a: sliced_w2(a, a[:, :1]), "1 dimensions but a has 2"),
         (lambda a: sliced_w2(a, a, n_projections=0), "n_projections=0"),
         (lambda a: sliced_w2(a, a * float("inf")), "NaN or inf"),
-        (lambda a: mmd(a, a[:1]), "at least 2"),
-        (lambda a: mmd(a, a, bandwidths=[-1.0]), "bandwidths"),
-        (lambda a: mmd(a, a, bandwidths=[]), "bandwidths"),
         (lambda a: nearest_neighbour_distance(a, torch.randn(3, 3)), "3 dimensions but samples has 2"),
         (lambda a: nearest_neighbour_distance(a[0], a), "2-D"),
     ],
@@ -305,5 +264,4 @@ def test_works_with_the_course_classifier():
     clf = Classifier(width=4, feature_dim=8)
     images = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert classifier_features(clf, images, batch_size=4).shape == (6, 8)
-    assert fd_score(clf, images, images) == pytest.approx(0.0, abs=1e-9)
     assert 0.0 <= label_accuracy(clf, images, torch.zeros(6, dtype=torch.long)) <= 1.0

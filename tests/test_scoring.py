@@ -1,4 +1,5 @@
-"""The scorer: FD, KID and label accuracy with intervals, checked against torchmetrics and fresh draws."""
+"""The scorer: FD, KID and label accuracy with intervals, checked against torchmetrics and fresh draws; sliced
+W2 of 2-D points with its spread over reference draws."""
 
 import math
 
@@ -7,14 +8,17 @@ import torch
 from torch import nn
 
 from diffusion_course.data import load_mnist
-from diffusion_course.metrics import frechet_distance
+from diffusion_course.metrics import frechet_distance, sliced_w2
+from diffusion_course.oracle import toy_mixture
 from diffusion_course.scoring import (
     Estimate,
     Scorer,
+    SlicedW2Reference,
     compare,
     fd_interval,
     kid,
     polynomial_mmd2,
+    sliced_w2_estimate,
     wilson_interval,
 )
 
@@ -203,3 +207,47 @@ def test_scoring_the_same_samples_twice_gives_the_same_intervals(scorer):
 def test_scorer_errors_name_the_parameter(scorer, call, name):
     with pytest.raises(ValueError, match=name):
         call(scorer)
+
+
+# --- sliced W2 with its spread ---------------------------------------------------------------------------
+
+
+def test_sliced_w2_estimate_is_the_mean_over_references_with_a_widened_interval():
+    mixture = toy_mixture()
+    points = mixture.sample(500, generator=torch.Generator().manual_seed(0))
+    refs = [mixture.sample(500, generator=torch.Generator().manual_seed(1 + k)) for k in range(5)]
+    e = sliced_w2_estimate(points, refs, n_projections=32)
+    values = torch.tensor([sliced_w2(points, r, n_projections=32) for r in refs])
+    assert e.value == pytest.approx(float(values.mean())) and e.n == 500 and e.lower_is_better
+    half = 1.959963984540054 * float(values.std()) * math.sqrt(1 + 1 / 5)
+    assert e.high - e.value == pytest.approx(half) and e.half_width > 0
+    # a shifted set is far outside the exact sets' interval
+    shifted = sliced_w2_estimate(points + 1.0, refs, n_projections=32)
+    assert compare(e, shifted).verdict == "A better"
+    with pytest.raises(ValueError, match="references"):
+        sliced_w2_estimate(points, refs[:1])
+    with pytest.raises(ValueError, match="references"):
+        sliced_w2_estimate(points, refs[0])
+
+
+def test_sliced_w2_reference_equals_sliced_w2_for_every_reference():
+    mixture = toy_mixture()
+    refs = [mixture.sample(300, generator=torch.Generator().manual_seed(1 + k)) for k in range(3)]
+    scorer = SlicedW2Reference(refs, n_projections=16)
+    points = mixture.sample(300, generator=torch.Generator().manual_seed(9)).float() * 1.1
+    expected = [sliced_w2(points, r, n_projections=16) for r in refs]
+    assert scorer.distances(points).tolist() == pytest.approx(expected, rel=1e-12)
+    other_size = points[:200]  # another n goes through sliced_w2's merged-quantile path
+    assert scorer.distances(other_size).tolist() == pytest.approx(
+        [sliced_w2(other_size, r, n_projections=16) for r in refs], rel=1e-12
+    )
+    e = scorer(points)
+    assert e.value == pytest.approx(sum(expected) / 3) and e == sliced_w2_estimate(
+        points, refs, n_projections=16
+    )
+    with pytest.raises(ValueError, match="points"):
+        scorer(torch.zeros(10, 3))
+    with pytest.raises(ValueError, match="points"):
+        scorer(torch.full((300, 2), float("nan")))
+    with pytest.raises(ValueError, match="references"):
+        SlicedW2Reference([refs[0], refs[1][:10]])

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from diffusion_course.checkpoints import checkpoints_dir, list_checkpoints, load_checkpoint
+from diffusion_course.classifier_training import classifier_accuracy
 from diffusion_course.data import load_mnist
-from diffusion_course.evaluation import checkpoint_schedule, evaluate_samples, generate_samples
+from diffusion_course.evaluation import evaluate_samples
+from diffusion_course.generation import generate_samples
 from diffusion_course.metrics import sliced_w2
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
-from diffusion_course.training import classifier_accuracy
 
 SHIPPED = ("mnist-classifier", "toy2d", "mnist-cond")
 
@@ -38,30 +39,30 @@ def test_recorded_hash_and_provenance(name):
 
 
 def test_classifier_heldout_accuracy():
-    model, info = load_checkpoint("mnist-classifier", device="cpu")
+    checkpoint = load_checkpoint("mnist-classifier", device="cpu")
     images, labels = load_mnist("heldout")
-    accuracy = classifier_accuracy(model, images, labels)
+    accuracy = classifier_accuracy(checkpoint.model, images, labels)
     assert accuracy >= 0.97  # 0.978 at shipping (489 of 500)
-    assert accuracy == pytest.approx(info["metrics"]["heldout_accuracy"])
+    assert accuracy == pytest.approx(checkpoint.info["metrics"]["heldout_accuracy"])
 
 
 def test_toy2d_ddim50_is_close_to_the_oracle():
     """Sliced W2 to the mixture of the model's DDIM-50 samples vs the exact ε's from the same x_T, each
     averaged over four reference draws of 2000 points (equal sizes keep sliced W2 cheap)."""
-    model, info = load_checkpoint("toy2d", device="cpu")
-    oracle = GaussianMixtureOracle(toy_mixture(), checkpoint_schedule(info))
+    checkpoint = load_checkpoint("toy2d", device="cpu")
+    oracle = GaussianMixtureOracle(toy_mixture(), checkpoint.schedule)
     refs = [toy_mixture().sample(2000, generator=torch.Generator().manual_seed(2024 + k)) for k in range(4)]
-    ours, _ = generate_samples(model, info, "ddim", 50, n=2000, seed=0)
-    exact, _ = generate_samples(oracle, info, "ddim", 50, n=2000, seed=0)
+    ours, _ = generate_samples(checkpoint, "ddim", 50, n=2000, seed=0)
+    exact, _ = generate_samples(checkpoint, "ddim", 50, n=2000, seed=0, eps_model=oracle)
     ours_w2 = sum(sliced_w2(ours, r) for r in refs) / len(refs)
     exact_w2 = sum(sliced_w2(exact, r) for r in refs) / len(refs)
     assert ours_w2 <= 1.5 * exact_w2 and ours_w2 < 0.15  # 0.069 vs oracle 0.079 (ratio 0.91–1.11, seeds 0–3)
 
 
 def test_mnist_cond_ddim20_draws_the_requested_digits():
-    model, info = load_checkpoint("mnist-cond", device="cpu")
-    assert model.num_classes == 10 and info["train_config"]["p_uncond"] > 0
-    samples, labels = generate_samples(model, info, "ddim", 20, n=50, seed=0)
+    checkpoint = load_checkpoint("mnist-cond", device="cpu")
+    assert checkpoint.classes == 10 and checkpoint.info["train_config"]["p_uncond"] > 0
+    samples, labels = generate_samples(checkpoint, "ddim", 20, n=50, seed=0)
     scores = evaluate_samples(samples, labels)
     assert scores["label_accuracy"] >= 0.85  # 0.94 measured at 7000 steps (seeds 0, 1, 2: 0.94, 0.98, 0.94)
     assert scores["fd"] < 1500  # 487 measured; 50 random real digits score 590–660, noise 9600

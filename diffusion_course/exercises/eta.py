@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..experiments import cross_run_variance, ddim_sigmas
+from ..lessons.eta import cross_run_variance, ddim_sigmas
 from ..oracle import GaussianMixtureOracle, toy_mixture
 from ..sampling import ddim_sample, timestep_grid
 from ..schedules import cosine_schedule, linear_schedule

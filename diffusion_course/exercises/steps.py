@@ -3,14 +3,14 @@ r"""Checkers for notebook 06 (skipping steps).
 * ``check_trailing_timesteps(fn)``: ``fn(T, steps) -> LongTensor``, the "trailing" grid
   t_k = round(T (S−k)/S) − 1, k = 0..S−1 (descending, starts at T−1);
 * ``check_speedup(fn)``: ``fn(steps, scores, seconds, tolerance) -> float``, the measured speed-up at equal
-  quality, seconds_ref / seconds_fast (see :func:`diffusion_course.experiments.speedup_at_quality`).
+  quality, seconds_ref / seconds_fast (see :func:`diffusion_course.lessons.steps.speedup_at_quality`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..experiments import speedup_at_quality
+from ..lessons.steps import speedup_at_quality
 from ..sampling import timestep_grid
 from .core import Case, Feedback, check_function
 

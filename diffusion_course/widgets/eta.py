@@ -8,7 +8,7 @@ import torch
 
 from .. import viz
 from .._checks import check_float, check_image_batch, check_int, fail
-from ..experiments import check_independent_start
+from ..lessons.eta import check_independent_start
 from ..sampling import ddim_sample, ddim_sigma, timestep_grid
 from .core import App, make_app
 

@@ -8,7 +8,7 @@ import torch
 
 from .. import viz
 from .._checks import check_choice, check_float, check_image_batch, check_int
-from ..experiments import check_independent_start
+from ..lessons.eta import check_independent_start
 from ..sampling import STRATEGIES, ddim_sample, timestep_grid, visits_last
 from .core import App, make_app
 

@@ -1,5 +1,7 @@
-r"""Measurements the sampling notebooks and benchmarks share.
+r"""Measurements of notebook 05 (the η knob of DDIM), which notebook 06 reuses for the η × steps table.
 
+* **σ along a grid.** :func:`ddim_sigmas` gives the σ of every step of a grid, exactly as DDIM's sampler
+  uses them (Eq. 16).
 * **Runs from one fixed start.** :func:`runs_from_fixed_start` samples ``R`` times from the *same* x_T, each
   run with its own ``torch.Generator`` (so only the z's of the stochastic steps differ);
   :func:`cross_run_variance` is the mean over pixels of the per-pixel variance across those runs,
@@ -16,12 +18,7 @@ r"""Measurements the sampling notebooks and benchmarks share.
   :class:`~diffusion_course.scoring.Estimate` (value and 95 % interval) or a record of several Estimates
   (e.g. the :class:`~diffusion_course.scoring.Scores` of :class:`~diffusion_course.scoring.Scorer`); the
   :class:`SweepTable` keeps the intervals, prints them and hands out each cell's Estimate for ``compare``.
-* **Sliced W2 with its spread** (the 2-D oracle): :class:`SlicedW2Reference` (and the one-off
-  :func:`sliced_w2_estimate`) scores points against several independent reference draws of the target, so
-  that a number comes with how much it moves from the draw alone.
-* **Cost and quality**: :func:`pareto_front` (the configurations no other one beats on both time and score)
-  and :func:`speedup_at_quality` (how much faster the cheapest configuration within a tolerance of the
-  reference score is than the reference).
+  The paper's own numbers are :data:`diffusion_course.lessons.steps.DDIM_TABLE1_CIFAR10`.
 """
 
 from __future__ import annotations
@@ -33,21 +30,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_float, check_image_batch, check_int, fail
-from .metrics import sliced_w2
-from .sampling.ddim import ddim_sample, ddim_sigma
-from .sampling.ddpm import ddpm_sample
-from .sampling.timesteps import timestep_grid, validate_timesteps
-from .scoring import Z95, Estimate
-
-# DDIM (Song et al., 2021), Table 1: CIFAR-10 FID (Inception features, 50k samples) by η and steps. The
-# η = 0.2 and 0.5 rows are given up to 50 steps only, and DDIM's σ̂ row is left out.
-DDIM_TABLE1_CIFAR10: dict[float, dict[int, float]] = {
-    0.0: {10: 13.36, 20: 6.84, 50: 4.67, 100: 4.16, 1000: 4.04},
-    0.2: {10: 14.04, 20: 7.11, 50: 4.77},
-    0.5: {10: 16.66, 20: 8.35, 50: 5.25},
-    1.0: {10: 41.07, 20: 18.36, 50: 8.01, 100: 5.78, 1000: 4.73},
-}
+from .._checks import check_float, check_image_batch, check_int, fail
+from ..sampling.ddim import ddim_sample, ddim_sigma
+from ..sampling.ddpm import ddpm_sample
+from ..sampling.timesteps import timestep_grid, validate_timesteps
+from ..scoring import Estimate
 
 # The label of DDIM's σ̂ row (as in the shipped ``eta-steps`` reference table): the strided DDPM update with
 # σ² = β of the whole jump t → t_prev, β = 1 − ᾱ_t/ᾱ_prev, which is ≥ β̃ = σ²(η = 1).
@@ -389,124 +376,3 @@ def eta_steps_table(
     results = records if key is None else [[_pick(r, key) for r in row] for row in records]
     names = [row_name(e) for e in rows]
     return _table_of(rows, steps, results, seconds, metric_name, names, None if key is None else records)
-
-
-# --- sliced W2 with its spread ------------------------------------------------------------------------------
-
-
-class SlicedW2Reference:
-    """Sliced W2 against K ≥ 2 independent reference draws of a target, as an Estimate with its spread.
-
-    ``SlicedW2Reference(references)(points)`` is :func:`sliced_w2_estimate`, with the references' sorted
-    projections computed once and reused for every call (a table scores dozens of point sets against the
-    same references). Values equal ``metrics.sliced_w2(points, reference, n_projections)`` (the same seeded
-    directions); point sets of another size than the references go through ``sliced_w2`` itself.
-    """
-
-    def __init__(self, references: Sequence[torch.Tensor], n_projections: int = 64, name: str = "SW2"):
-        if (
-            isinstance(references, torch.Tensor)
-            or not isinstance(references, Sequence)
-            or len(references) < 2
-        ):
-            fail(
-                "references", type(references).__name__, "expected a list of at least 2 reference point sets"
-            )
-        self.references = [r.detach().to("cpu", torch.float64) for r in references]
-        if any(r.ndim != 2 or r.shape != self.references[0].shape for r in self.references):
-            fail(
-                "references",
-                [tuple(r.shape) for r in self.references],
-                "expected point sets of one shape (N, D)",
-            )
-        self.n_projections = check_int("n_projections", n_projections, low=1)
-        self.name = name
-        # the directions sliced_w2 draws by default: N(0, I) from a generator seeded with 0, normalised
-        theta = torch.randn(
-            self.references[0].shape[1], self.n_projections, generator=torch.Generator().manual_seed(0),
-            dtype=torch.float64,
-        )  # fmt: skip
-        self.theta = theta / theta.norm(dim=0, keepdim=True)
-        self.sorted = [(r @ self.theta).T.contiguous().sort(dim=1).values for r in self.references]
-
-    def distances(self, points: torch.Tensor) -> torch.Tensor:
-        """SW2(points, reference_k) for each of the K references (float64, K values)."""
-        if not isinstance(points, torch.Tensor) or points.ndim != 2 or points.shape[1] != self.theta.shape[0]:
-            fail("points", points, f"expected a tensor (N, {self.theta.shape[0]}) of points")
-        points = points.detach().to("cpu", torch.float64)
-        if not torch.isfinite(points).all():
-            fail("points", points, "contains NaN or inf (the sampler diverged)")
-        if points.shape[0] != self.references[0].shape[0]:
-            return torch.tensor(
-                [sliced_w2(points, r, self.n_projections) for r in self.references], dtype=torch.float64
-            )
-        mine = (points @ self.theta).T.contiguous().sort(dim=1).values
-        return torch.stack([(mine - ref).pow(2).mean(dim=1).mean().sqrt() for ref in self.sorted])
-
-    def __call__(self, points: torch.Tensor) -> Estimate:
-        values = self.distances(points)
-        k = len(self.references)
-        mean, sd = float(values.mean()), float(values.std())
-        half = Z95 * sd * math.sqrt(1.0 + 1.0 / k)
-        method = f"mean over K = {k} reference draws ± 1.96 sd √(1+1/K), sd = {sd:.3g}"
-        return Estimate(self.name, mean, max(0.0, mean - half), mean + half, points.shape[0], True, method)
-
-
-def sliced_w2_estimate(
-    points: torch.Tensor, references: Sequence[torch.Tensor], n_projections: int = 64, name: str = "SW2"
-) -> Estimate:
-    """Sliced W2 of ``points`` to K ≥ 2 independent reference draws of the target, with its spread.
-
-    ``value`` is the mean of SW2(points, reference_k) over the K draws; their standard deviation sd says how
-    much the number moves with the reference draw alone (it is written into ``method``). The sample set's own
-    draw moves it by about as much (both are sets of n points from nearly the same law), so the 95 % interval
-    is ``mean ± 1.96 · sd · √(1 + 1/K)``: one sample draw's noise plus that of the K-draw mean. SW2 of n
-    points is biased upwards (exact samples do not score 0), so compare values at equal n only. Every
-    reference is scored with the same projection directions (``sliced_w2``'s seeded default). To score many
-    point sets against the same references, build a :class:`SlicedW2Reference` once.
-    """
-    return SlicedW2Reference(references, n_projections, name)(points)
-
-
-# --- cost and quality -------------------------------------------------------------------------------------
-
-
-def _as_vector(name: str, values) -> torch.Tensor:
-    v = torch.as_tensor(values, dtype=torch.float64).detach().cpu()
-    if v.ndim != 1 or v.numel() == 0:
-        fail(name, values, "expected a non-empty 1-D sequence of numbers")
-    if not torch.isfinite(v).all():
-        fail(name, values, "every entry must be finite")
-    return v
-
-
-def pareto_front(costs, scores) -> torch.Tensor:
-    """Indices (by increasing cost) of the points that no other point beats: point i is dropped when some j
-    has cost_j ≤ cost_i and score_j ≤ score_i with at least one strict (lower is better for both)."""
-    c, s = _as_vector("costs", costs), _as_vector("scores", scores)
-    if c.shape != s.shape:
-        fail("scores", scores, f"expected {c.numel()} entries, one per cost")
-    keep = []
-    for i in range(c.numel()):
-        dominated = ((c <= c[i]) & (s <= s[i]) & ((c < c[i]) | (s < s[i]))).any()
-        if not dominated:
-            keep.append(i)
-    order = sorted(keep, key=lambda i: (float(c[i]), float(s[i])))
-    return torch.tensor(order, dtype=torch.long)
-
-
-def speedup_at_quality(steps, scores, seconds, tolerance: float = 0.1) -> float:
-    """seconds_ref / seconds_fast: the reference is the entry with the most steps; "fast" is the quickest
-    entry whose score (lower is better) is within the relative ``tolerance`` of the reference's,
-    score ≤ (1 + tolerance)·score_ref. Uses measured times, not step counts (time is not proportional to steps
-    when there is per-sample overhead)."""
-    st, sc, se = _as_vector("steps", steps), _as_vector("scores", scores), _as_vector("seconds", seconds)
-    if not st.shape == sc.shape == se.shape:
-        fail("scores/seconds", (sc.numel(), se.numel()), f"expected {st.numel()} entries each, one per step")
-    if (se <= 0).any():
-        fail("seconds", seconds, "every time must be > 0")
-    tolerance = check_float("tolerance", tolerance, low=0.0)
-    ref = int(st.argmax())
-    ok = sc <= (1.0 + tolerance) * sc[ref]
-    fastest = float(se[ok].min())
-    return float(se[ref]) / fastest

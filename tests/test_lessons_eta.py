@@ -1,31 +1,27 @@
-"""Shared measurements: runs from one fixed x_T, cross-run variance, feature spread, the η × steps table,
-the Pareto front and the speed-up at equal quality."""
+"""Notebook 05's measurements: σ along a grid, runs from one fixed x_T, cross-run variance, feature spread,
+and the η × steps table with its intervals and DDIM's σ̂ row."""
 
 import math
 
 import pytest
 import torch
 
-from diffusion_course.experiments import (
-    DDIM_TABLE1_CIFAR10,
+from diffusion_course.lessons.eta import (
     SIGMA_HAT,
-    SlicedW2Reference,
     SweepTable,
     cross_run_variance,
     ddim_sigmas,
     eta_steps_table,
     feature_spread,
-    pareto_front,
     per_pixel_variance,
     runs_from_fixed_start,
-    sliced_w2_estimate,
-    speedup_at_quality,
 )
+from diffusion_course.lessons.steps import DDIM_TABLE1_CIFAR10
 from diffusion_course.metrics import sliced_w2
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
 from diffusion_course.sampling import ddim_sample, ddim_sigma, ddpm_sample, timestep_grid
 from diffusion_course.schedules import cosine_schedule, linear_schedule
-from diffusion_course.scoring import Estimate, compare
+from diffusion_course.scoring import Estimate, compare, sliced_w2_estimate
 
 SCHEDULE = linear_schedule(1000)
 ORACLE = GaussianMixtureOracle(toy_mixture(), SCHEDULE)
@@ -134,6 +130,16 @@ def test_runs_and_variance_reject_bad_input():
         per_pixel_variance(torch.zeros(1, 3, 2))
 
 
+def test_a_start_drawn_from_a_run_seed_is_refused():
+    # that run's first "fresh" z would be x_T itself: x_prev ≈ (√(1−ᾱ_prev−σ²) + σ)·x_T, too much noise
+    x_T = torch.randn(8, 2, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(ValueError, match="first z would equal x_T"):
+        runs_from_fixed_start(_ddim(0.5), x_T, [2, 3])
+    with pytest.raises(ValueError, match="first z would equal x_T"):
+        eta_steps_table(ORACLE, x_T, SCHEDULE, [0.0], [5], float, seed=3)
+    assert runs_from_fixed_start(_ddim(0.5), x_T, [1, 2]).shape == (2, 8, 2)
+
+
 # ---------------------------------------------------------------- feature spread
 
 
@@ -203,46 +209,17 @@ def test_table_rejects_bad_input():
         eta_steps_table(ORACLE, x_T, SCHEDULE, [0.0], [5], "fd")
 
 
-# ---------------------------------------------------------------- cost and quality
-
-
-def test_pareto_front_keeps_exactly_the_undominated_points():
-    costs = [1.0, 2.0, 3.0, 4.0, 2.0, 5.0]
-    scores = [9.0, 5.0, 6.0, 2.0, 5.0, 2.0]
-    # 2 is beaten by 1 (cheaper, better); 5 ties 3 on score but costs more; 1 and 4 are equal (both kept)
-    assert pareto_front(costs, scores).tolist() == [0, 1, 4, 3]
-    assert pareto_front([1.0], [1.0]).tolist() == [0]
-    with pytest.raises(ValueError, match="scores"):
-        pareto_front([1.0, 2.0], [1.0])
-    with pytest.raises(ValueError, match="finite"):
-        pareto_front([1.0, math.nan], [1.0, 2.0])
-
-
-def test_speedup_uses_measured_time_and_a_relative_tolerance():
-    steps = [10, 20, 50, 1000]
-    seconds = [0.03, 0.05, 0.11, 2.0]
-    scores = [30.0, 11.0, 10.5, 10.0]
-    assert speedup_at_quality(steps, scores, seconds, 0.1) == pytest.approx(2.0 / 0.05)  # 11 ≤ 1.1·10
-    assert speedup_at_quality(steps, scores, seconds, 0.0) == pytest.approx(1.0)
-    assert speedup_at_quality(steps, scores, seconds, 2.0) == pytest.approx(2.0 / 0.03)
-    # the reference is the entry with the most steps wherever it is listed
-    assert speedup_at_quality(steps[::-1], scores[::-1], seconds[::-1], 0.1) == pytest.approx(40.0)
-    with pytest.raises(ValueError, match="seconds"):
-        speedup_at_quality(steps, scores, [0.0, 1, 1, 1])
-    with pytest.raises(ValueError, match="tolerance"):
-        speedup_at_quality(steps, scores, seconds, -0.1)
-    with pytest.raises(ValueError, match="scores"):
-        speedup_at_quality(steps, scores[:3], seconds)
-
-
-def test_a_start_drawn_from_a_run_seed_is_refused():
-    # that run's first "fresh" z would be x_T itself: x_prev ≈ (√(1−ᾱ_prev−σ²) + σ)·x_T, too much noise
-    x_T = torch.randn(8, 2, generator=torch.Generator().manual_seed(3))
-    with pytest.raises(ValueError, match="first z would equal x_T"):
-        runs_from_fixed_start(_ddim(0.5), x_T, [2, 3])
-    with pytest.raises(ValueError, match="first z would equal x_T"):
-        eta_steps_table(ORACLE, x_T, SCHEDULE, [0.0], [5], float, seed=3)
-    assert runs_from_fixed_start(_ddim(0.5), x_T, [1, 2]).shape == (2, 8, 2)
+def test_sweep_table_rejects_bad_shapes_and_rows():
+    with pytest.raises(ValueError, match="values"):
+        SweepTable([0.0], [10, 20], torch.zeros(2, 2), torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="rows"):
+        SweepTable([0.0], [10], torch.zeros(1, 1), torch.zeros(1, 1), rows=["a", "b"])
+    table = SweepTable([0.0, None], [10], torch.tensor([[1.0], [2.0]]), torch.ones(2, 1))
+    assert table.rows == ["η = 0", SIGMA_HAT] and table.value(SIGMA_HAT, 10) == 2.0
+    with pytest.raises(ValueError, match="row"):
+        table.value("η = 2", 10)
+    with pytest.raises(ValueError, match="records"):
+        table.select("kid")
 
 
 # ---------------------------------------------------------------- intervals and DDIM's σ̂ row
@@ -341,57 +318,3 @@ def test_sigma_hat_adds_more_spread_than_eta_1_with_few_steps():
     target = float(torch.cov(refs[0].double().T).trace())
     assert spread[0] < spread[1] < target
     assert compare(table.estimate(SIGMA_HAT, 5), table.estimate(1.0, 5)).verdict == "A better"
-
-
-def test_sliced_w2_estimate_is_the_mean_over_references_with_a_widened_interval():
-    mixture = toy_mixture()
-    points = mixture.sample(500, generator=torch.Generator().manual_seed(0))
-    refs = [mixture.sample(500, generator=torch.Generator().manual_seed(1 + k)) for k in range(5)]
-    e = sliced_w2_estimate(points, refs, n_projections=32)
-    values = torch.tensor([sliced_w2(points, r, n_projections=32) for r in refs])
-    assert e.value == pytest.approx(float(values.mean())) and e.n == 500 and e.lower_is_better
-    half = 1.959963984540054 * float(values.std()) * math.sqrt(1 + 1 / 5)
-    assert e.high - e.value == pytest.approx(half) and e.half_width > 0
-    # a shifted set is far outside the exact sets' interval
-    shifted = sliced_w2_estimate(points + 1.0, refs, n_projections=32)
-    assert compare(e, shifted).verdict == "A better"
-    with pytest.raises(ValueError, match="references"):
-        sliced_w2_estimate(points, refs[:1])
-    with pytest.raises(ValueError, match="references"):
-        sliced_w2_estimate(points, refs[0])
-
-
-def test_sweep_table_rejects_bad_shapes_and_rows():
-    with pytest.raises(ValueError, match="values"):
-        SweepTable([0.0], [10, 20], torch.zeros(2, 2), torch.zeros(1, 2))
-    with pytest.raises(ValueError, match="rows"):
-        SweepTable([0.0], [10], torch.zeros(1, 1), torch.zeros(1, 1), rows=["a", "b"])
-    table = SweepTable([0.0, None], [10], torch.tensor([[1.0], [2.0]]), torch.ones(2, 1))
-    assert table.rows == ["η = 0", SIGMA_HAT] and table.value(SIGMA_HAT, 10) == 2.0
-    with pytest.raises(ValueError, match="row"):
-        table.value("η = 2", 10)
-    with pytest.raises(ValueError, match="records"):
-        table.select("kid")
-
-
-def test_sliced_w2_reference_equals_sliced_w2_for_every_reference():
-    mixture = toy_mixture()
-    refs = [mixture.sample(300, generator=torch.Generator().manual_seed(1 + k)) for k in range(3)]
-    scorer = SlicedW2Reference(refs, n_projections=16)
-    points = mixture.sample(300, generator=torch.Generator().manual_seed(9)).float() * 1.1
-    expected = [sliced_w2(points, r, n_projections=16) for r in refs]
-    assert scorer.distances(points).tolist() == pytest.approx(expected, rel=1e-12)
-    other_size = points[:200]  # another n goes through sliced_w2's merged-quantile path
-    assert scorer.distances(other_size).tolist() == pytest.approx(
-        [sliced_w2(other_size, r, n_projections=16) for r in refs], rel=1e-12
-    )
-    e = scorer(points)
-    assert e.value == pytest.approx(sum(expected) / 3) and e == sliced_w2_estimate(
-        points, refs, n_projections=16
-    )
-    with pytest.raises(ValueError, match="points"):
-        scorer(torch.zeros(10, 3))
-    with pytest.raises(ValueError, match="points"):
-        scorer(torch.full((300, 2), float("nan")))
-    with pytest.raises(ValueError, match="references"):
-        SlicedW2Reference([refs[0], refs[1][:10]])

@@ -1,0 +1,192 @@
+r"""Sampling a checkpoint: the code behind ``python -m diffusion_course sample``, written as plain functions
+so notebooks call exactly what the command line runs.
+
+:func:`generate_samples` draws ``n`` samples of a loaded :class:`~diffusion_course.checkpoints.Checkpoint`
+with a named sampler (``diffusion_course.sampling.registry.SAMPLERS``: ddpm, ddim, dpmpp2m, euler, heun, …)
+on the schedule the model was trained with. x_T and the sampler's noise come from one CPU ``torch.Generator``
+seeded with ``seed``, so the same seed gives the same samples on any device. A conditional model gets
+``labels`` (default: 0, 1, …, K−1, 0, 1, … in turn) and classifier-free guidance with scale s,
+
+    ε̃ = ε_u + s (ε_c − ε_u)          (``CFG(model, s, convention="s")``),
+
+where s = 1 (the default) is the plain conditional model: it is run alone, one evaluation per step.
+:class:`EvalCounter` counts the rows the network evaluates, so rows / n is the exact number of function
+evaluations per sample (N per N-step DDIM/DDPM/Euler/DPM-Solver++ run, 2N − 1 for Heun, twice that under
+guidance, where ``CFG`` runs the network on a batch of 2B).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._checks import check_float, check_int, fail
+from .checkpoints import Checkpoint
+from .profiles import resolve_device
+from .sampling.guidance import CFG
+from .sampling.registry import SAMPLERS, run_sampler
+from .sampling.timesteps import STRATEGIES
+
+
+class EvalCounter:
+    """An ε-model wrapper that counts the rows (samples × calls) the wrapped model evaluates.
+
+    ``counter.rows / n`` after sampling n samples is the number of function evaluations per sample.
+    ``num_classes`` is the wrapped model's, so samplers and ``CFG`` treat the wrapper like the model.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.num_classes = getattr(model, "num_classes", None)
+        self.rows = 0
+
+    def __call__(self, x_t: torch.Tensor, t, labels: torch.Tensor | None = None) -> torch.Tensor:
+        self.rows += int(x_t.shape[0])
+        return self.model(x_t, t) if labels is None else self.model(x_t, t, labels=labels)
+
+
+def sample_shape(info: dict) -> tuple[int, ...]:
+    """The shape of one sample of the checkpoint's model: (dim,) for the 2-D MLP, (C, H, W) for images."""
+    kind, config = info["model"]["kind"], info["model"]["config"]
+    if kind == "mlp":
+        return (int(config["dim"]),)
+    if kind in ("unet", "tiny_unet"):
+        size = int(config.get("image_size", 28))
+        return (int(config.get("in_channels", 1)), size, size)
+    fail("checkpoint", info.get("name"), f"a {kind} model is not a diffusion ε-model; nothing to sample")
+
+
+def model_num_classes(model) -> int | None:
+    """K for a class-conditional model (labels 0..K−1, null class K), None for an unconditional one."""
+    return getattr(model, "num_classes", None)
+
+
+def sample_labels(model, n: int, labels=None) -> torch.Tensor | None:
+    """The labels to sample with: None for an unconditional model; for a conditional one ``labels`` as given
+    (an int k → every sample k; a LongTensor (n,)), by default 0, 1, …, K−1, 0, 1, … in turn.
+    """
+    num_classes = model_num_classes(model)
+    if num_classes is None:
+        if labels is not None:
+            fail("label", labels if not isinstance(labels, torch.Tensor) else "tensor",
+                 "the model is unconditional (num_classes=None); sample it without labels")  # fmt: skip
+        return None
+    if labels is None:
+        return torch.arange(n) % num_classes
+    if isinstance(labels, int) and not isinstance(labels, bool):
+        check_int("label", labels, low=0, high=num_classes - 1)
+        return torch.full((n,), labels, dtype=torch.long)
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.shape != (n,):
+        fail("labels", labels, f"expected an int in 0..{num_classes - 1} or a LongTensor of shape ({n},)")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        fail("labels", labels, f"class labels lie in 0..{num_classes - 1}")
+    return labels.long().cpu()
+
+
+def guided_model(model, guidance: float | None):
+    """The ε-model to sample with: ``model`` for s = 1 (or None), else ``CFG(model, s, convention="s")``."""
+    num_classes = model_num_classes(model)
+    if guidance is None:
+        return model
+    s = check_float("guidance", guidance)
+    if num_classes is None:
+        fail("guidance", guidance, "the model is unconditional (num_classes=None); guidance needs a "
+             "class-conditional model with a null class")  # fmt: skip
+    return model if s == 1.0 else CFG(model, s, convention="s")
+
+
+def model_device(model) -> torch.device:
+    """The device of the model's parameters (of the model inside a wrapper such as :class:`EvalCounter`)."""
+    inner = getattr(model, "model", model)
+    param = next(iter(inner.parameters()), None) if isinstance(inner, nn.Module) else None
+    return param.device if param is not None else torch.device("cpu")
+
+
+def check_sampling_options(sampler: str, steps: int, T: int, eta, strategy) -> None:
+    """One readable ValueError per bad option, before any work is done."""
+    if sampler not in SAMPLERS:
+        fail("sampler", sampler, f"known samplers are {', '.join(sorted(SAMPLERS))}")
+    check_int("steps", steps, low=1, high=T)
+    if eta is not None:
+        if sampler != "ddim":
+            fail("eta", eta, f"η is an option of the ddim sampler only, not of {sampler!r}")
+        check_float("eta", eta, low=0.0)
+    if isinstance(strategy, str) and strategy not in STRATEGIES:
+        fail("strategy", strategy, f"known strategies are {', '.join(STRATEGIES)}")
+
+
+def generate_samples(
+    checkpoint: Checkpoint,
+    sampler: str = "ddim",
+    steps: int = 50,
+    *,
+    n: int = 64,
+    seed: int = 0,
+    eta: float | None = None,
+    strategy: str = "trailing",
+    guidance: float | None = None,
+    labels=None,
+    eps_model=None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    **options,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Draw ``n`` samples of a checkpoint's model; return ``(samples, labels)`` as CPU float32 / long tensors.
+
+    ``checkpoint`` comes from :func:`~diffusion_course.checkpoints.load_checkpoint`: it gives the model, the
+    schedule and the sample shape. ``eps_model`` runs in place of ``checkpoint.model`` when given (an
+    :class:`EvalCounter` around it, a compiled copy, or an exact ε such as the oracle of the same data and
+    schedule); its ``num_classes`` decides labels and guidance. ``sampler`` is a name in ``SAMPLERS`` run for
+    ``steps`` steps on the ``strategy`` grid; ``eta`` is DDIM's η (ddim only). For a conditional model
+    ``labels`` defaults to 0..K−1 in turn and ``guidance`` s (default 1: the conditional model alone) gives
+    ε̃ = ε_u + s(ε_c − ε_u); an unconditional model takes neither (ValueError). x_T ~ N(0, I) and the sampler's
+    noise come from one CPU generator seeded with ``seed``; ``device`` (default: the model's) is where the
+    network runs. Other keyword ``options`` go to the sampler (e.g. ``variance="beta"`` for ddpm), which
+    refuses those it lacks.
+    """
+    if not isinstance(checkpoint, Checkpoint):
+        fail("checkpoint", type(checkpoint).__name__, "expected a Checkpoint from load_checkpoint")
+    n = check_int("n", n, low=1)
+    seed = check_int("seed", seed, low=0)
+    schedule = checkpoint.schedule
+    if schedule is None:
+        fail(
+            "checkpoint",
+            checkpoint.info.get("name"),
+            "it records no noise schedule (not a diffusion checkpoint)",
+        )
+    check_sampling_options(sampler, steps, schedule.T, eta, strategy)
+    shape = sample_shape(checkpoint.info)
+    model = checkpoint.model if eps_model is None else eps_model
+    guided = guided_model(model, guidance)
+    labels = sample_labels(model, n, labels)
+    device = model_device(model) if device is None else resolve_device(device)
+
+    generator = torch.Generator().manual_seed(seed)
+    x_T = torch.randn((n, *shape), generator=generator).to(device)
+    out = run_sampler(
+        sampler,
+        guided,
+        x_T,
+        schedule,
+        steps,
+        strategy=strategy,
+        generator=generator,
+        labels=None if labels is None else labels.to(device),
+        progress=progress,
+        eta=eta,
+        **options,
+    )
+    return out.detach().to("cpu", torch.float32), labels
+
+
+__all__ = [
+    "EvalCounter",
+    "check_sampling_options",
+    "generate_samples",
+    "guided_model",
+    "model_device",
+    "model_num_classes",
+    "sample_labels",
+    "sample_shape",
+]
