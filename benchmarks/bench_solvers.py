@@ -42,12 +42,10 @@ from diffusion_course.sampling import (
     ddim_sample,
     ddpm_sample,
     dpmpp_2m_sample,
-    euler_sample,
     fit_timesteps,
+    get_sampler,
     heun_sample,
-    solver_nfe,
     timestep_grid,
-    unipc_sample,
 )
 from diffusion_course.schedules import linear_schedule
 from diffusion_course.scoring import Scorer, compare
@@ -55,21 +53,15 @@ from diffusion_course.scoring import Scorer, compare
 from machine import describe, load_average
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLERS = {
-    "ddim": ddim_sample,
-    "euler": euler_sample,
-    "heun": heun_sample,
-    "dpmpp2m": dpmpp_2m_sample,
-    "unipc": unipc_sample,
-}
+SAMPLERS = {name: get_sampler(name).fn for name in ("ddim", "euler", "heun", "dpmpp2m", "unipc")}
 FITTED = ("dpmpp2m", "unipc")  # multistep solvers whose 10-step grid is fitted (``fit_timesteps``)
 NFES = [4, 5, 6, 8, 10, 15, 20, 50]
 REFERENCES = 8
 
 
 def steps_for(name: str, nfe: int) -> int:
-    """Most steps within ``nfe`` evaluations (Heun: 2N − 1 evaluations for N steps)."""
-    return (nfe + 1) // 2 if name == "heun" else nfe
+    """Most steps within ``nfe`` evaluations (the registry knows each sampler's count)."""
+    return get_sampler(name).steps_within(nfe)
 
 
 # --------------------------------------------------------------------------------------------------- oracle
@@ -94,7 +86,7 @@ def oracle_part(points: int, fit_points: int, fit_sweeps: int) -> None:
             steps = steps_for(name, nfe)
             x = fn(oracle, x_T, schedule, timestep_grid(1000, steps))
             rows[(name, nfe)] = (
-                solver_nfe(name, steps),
+                get_sampler(name).nfe(steps),
                 sliced_w2(x, data),
                 float((x - full[name]).norm(dim=1).mean()),
             )
@@ -155,7 +147,7 @@ def oracle_part(points: int, fit_points: int, fit_sweeps: int) -> None:
             ratio = value / full_mean
             best_ratio = ratio if best_ratio is None else min(best_ratio, ratio)
             print(
-                f"| {name} | {strategy} | {solver_nfe(name, steps)} | {value:.4f} ± {se:.4f} "
+                f"| {name} | {strategy} | {get_sampler(name).nfe(steps)} | {value:.4f} ± {se:.4f} "
                 f"| {full_mean:.4f} | {ratio:.2f} |"
             )
     verdict = "met" if best_ratio <= 1.1 else "missed"
@@ -186,18 +178,16 @@ def sample_in_batches(fn, model, x_T, labels, schedule, steps, batch=100, strate
 
 
 def shipped_model_and_fd():
-    """The shipped ``mnist-cond`` model, its checkpoint info and schedule, and FD to the held-out digits
-    (an :class:`~diffusion_course.scoring.Estimate` with its interval); None without the checkpoint."""
+    """The shipped ``mnist-cond`` checkpoint (model, schedule, info) and FD to the held-out digits (an
+    :class:`~diffusion_course.scoring.Estimate` with its interval); None without the checkpoint."""
     if not (ROOT / "data" / "checkpoints" / "mnist-cond.safetensors").is_file():
         return None
-    model, info = load_checkpoint("mnist-cond", device="cpu")
-    classifier, _ = load_checkpoint("mnist-classifier", device="cpu")
-    scorer = Scorer(classifier)
+    scorer = Scorer(load_checkpoint("mnist-classifier", device="cpu").model)
 
     def fd(x):
         return scorer.score(x).fd
 
-    return model, info, linear_schedule(info["schedule"]["T"]), fd
+    return load_checkpoint("mnist-cond", device="cpu"), fd
 
 
 def real_digits_like(labels: torch.Tensor) -> torch.Tensor:
@@ -212,7 +202,8 @@ def model_part(samples: int) -> None:
     if loaded is None:
         print("## Model\n\nNo data/checkpoints/mnist-cond.safetensors: model part skipped.\n")
         return
-    model, info, schedule, fd = loaded
+    checkpoint, fd = loaded
+    model, schedule, info = checkpoint.model, checkpoint.schedule, checkpoint.info
     print(f"## Model (mnist-cond, {info['num_parameters']:,} parameters, step {info.get('step')})\n")
     print(f"Target: FD(DPM-Solver++(2M)) ≤ FD(DDIM) at 10 NFE; {samples} samples per run, two x_T seeds;")
     print("met only where the 95 % intervals separate.\n")
@@ -227,7 +218,7 @@ def model_part(samples: int) -> None:
             steps = steps_for(name, nfe)
             x, per_sample = sample_in_batches(SAMPLERS[name], model, x_T, labels, schedule, steps)
             results[(seed, name, nfe)] = fd(x)
-            used = solver_nfe(name, steps)
+            used = get_sampler(name).nfe(steps)
             print(f"| {seed} | {name} | {used} | {results[(seed, name, nfe)]} | {1000 * per_sample:.1f} |")
     verdicts = [compare(results[(s, "dpmpp2m", 10)], results[(s, "ddim", 10)]).verdict for s in (0, 1)]
     floor = fd(real_digits_like(labels))
@@ -252,7 +243,8 @@ def table_part(table_samples: int) -> None:
     if loaded is None:
         print("## Sampler table\n\nNo data/checkpoints/mnist-cond.safetensors: skipped.\n")
         return
-    model, _, schedule, fd = loaded
+    checkpoint, fd = loaded
+    model, schedule = checkpoint.model, checkpoint.schedule
     print(f"## Sampler table ({table_samples} samples per row, same x_T, batches of 100):\n")
     print("| sampler | NFE | FD | ms / sample |")
     print("|---|---|---|---|")

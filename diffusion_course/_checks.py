@@ -62,21 +62,43 @@ def check_image_batch(name: str, x, *, ndim: int | None = None) -> torch.Tensor:
     return x
 
 
-def check_timesteps_tensor(name: str, t, T: int, batch: int) -> torch.Tensor:
-    """Timestep indices: an int or an integer tensor of shape (batch,) with values in 0..T-1."""
+def check_timesteps_tensor(name: str, t, T: int | None, batch: int, *, device=None) -> torch.Tensor:
+    """Timestep indices: an int or an integer tensor of shape (batch,) with values in 0..T−1 (any when T is
+    None), returned as torch.long (on ``device`` when given)."""
     if isinstance(t, int) and not isinstance(t, bool):
         t = torch.full((batch,), t, dtype=torch.long)
-    if not isinstance(t, torch.Tensor):
-        fail(name, t, "expected an int or an integer torch.Tensor of shape (B,)")
-    if t.is_floating_point() or t.dtype == torch.bool:
-        fail(name, t, "expected integer timestep indices (torch.long), not floats")
+    if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:
+        fail(name, t, "expected integer timestep indices: an int or a LongTensor of shape (B,)")
     if t.ndim == 0:
         t = t.expand(batch)
     if t.ndim != 1 or t.shape[0] != batch:
         fail(name, t, f"expected shape ({batch},), one timestep per batch element")
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) > T - 1):
+    if T is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) > T - 1):
         fail(f"{name} (min {int(t.min())}, max {int(t.max())})", t, f"timesteps must lie in 0..{T - 1}")
-    return t.long()
+    return t.to(device=device, dtype=torch.long)
+
+
+def check_labels(
+    labels, batch: int, num_classes: int | None, *, device=None, null_class: bool = False, note: str = ""
+) -> torch.Tensor:
+    """Class labels: an integer tensor of shape (batch,) in 0..num_classes−1, returned as torch.long.
+
+    ``null_class`` also admits index ``num_classes`` (the learned unconditional class); ``num_classes`` None
+    skips the range check. ``note`` is appended to the range message. Moved to ``device`` when given.
+    """
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
+        fail("labels", labels, "expected an integer torch.Tensor (torch.long) of class indices")
+    if labels.shape != (batch,):
+        fail("labels", labels, f"expected shape ({batch},), one label per sample (per image)")
+    top = None if num_classes is None else num_classes if null_class else num_classes - 1
+    if top is not None and batch and (int(labels.min()) < 0 or int(labels.max()) > top):
+        null = f", or {num_classes} for the null class" if null_class else ""
+        fail(
+            f"labels (min {int(labels.min())}, max {int(labels.max())})",
+            labels,
+            f"class indices must lie in 0..{num_classes - 1}{null}{note}",
+        )
+    return labels.to(device=device, dtype=torch.long)
 
 
 def _range_text(low, high) -> str:

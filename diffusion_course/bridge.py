@@ -44,18 +44,14 @@ from collections.abc import Mapping
 import torch
 
 from ._checks import check_image_batch, check_int, fail
-from .sampling.common import call_eps_model, check_labels, progress_bar
+from .sampling.common import call_eps_model, model_labels, progress_bar
+from .sampling.registry import SAMPLERS
 from .schedules import NoiseSchedule
 
 INSTALL_HINT = 'pip install "diffusers>=0.27" (the course\'s optional extra: pip install -e ".[diffusers]")'
 
-# Our sampler names → diffusers' scheduler classes.
-SCHEDULER_CLASSES = {
-    "ddpm": "DDPMScheduler",
-    "ddim": "DDIMScheduler",
-    "dpmpp2m": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-}
+# Our sampler names → diffusers' scheduler classes (a fact of each sampler, declared where it is registered).
+SCHEDULER_CLASSES = {name: spec.diffusers for name, spec in SAMPLERS.items() if spec.diffusers}
 
 # diffusers' timestep_spacing values that are also course strategies (sampling.timesteps).
 SPACINGS = ("linspace", "leading", "trailing")
@@ -266,7 +262,7 @@ def run_diffusers_scheduler(
         steps = T if steps is None else check_int("steps", steps, low=1, high=T)
         scheduler.set_timesteps(steps, device=x.device)
     visited = _integer_timesteps(scheduler.timesteps, T)
-    labels = check_labels(eps_model, labels, x.shape[0], x.device)
+    labels = model_labels(eps_model, labels, x.shape[0], x.device)
     accepts = inspect.signature(scheduler.step).parameters
     if generator is not None and "generator" in accepts:
         step_kwargs = {**step_kwargs, "generator": generator}

@@ -1,4 +1,4 @@
-r"""Sample-quality metrics: Fréchet distance, label accuracy, sliced W2, MMD and a memorisation probe.
+r"""Sample-quality metrics: Fréchet distance, label accuracy, sliced W2 and a memorisation probe.
 
 All distances are computed in float64 on the CPU. Point clouds are (N, D) tensors; images (N, C, H, W) are
 flattened where a metric works on raw pixels.
@@ -7,12 +7,11 @@ flattened where a metric works on raw pixels.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ._checks import check_image_batch, check_int, fail
+from ._checks import check_image_batch, check_int, check_labels, fail
 
 # --- Fréchet distance ----------------------------------------------------------------------------------
 
@@ -74,16 +73,6 @@ def classifier_features(classifier: nn.Module, images: torch.Tensor, batch_size:
     return torch.cat(out).to("cpu", torch.float64)
 
 
-def fd_score(
-    classifier: nn.Module, images_a: torch.Tensor, images_b: torch.Tensor, batch_size: int = 256
-) -> float:
-    """Fréchet distance between the classifier features of two image sets (lower is closer)."""
-    return frechet_distance(
-        classifier_features(classifier, images_a, batch_size),
-        classifier_features(classifier, images_b, batch_size),
-    )
-
-
 @torch.no_grad()
 def label_accuracy(
     classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256
@@ -91,10 +80,7 @@ def label_accuracy(
     """Fraction of images whose classifier argmax equals ``labels`` (e.g. the classes a sampler was given)."""
     images = _check_images(images)
     batch_size = check_int("batch_size", batch_size, low=1)
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        fail("labels", labels, "expected an integer torch.Tensor of class indices")
-    if labels.shape != (images.shape[0],):
-        fail("labels", labels, f"expected shape ({images.shape[0]},), one label per image")
+    labels = check_labels(labels, images.shape[0], None)
     preds = [
         _checked_output("classifier(x)", classifier(x), len(x)).argmax(dim=1).cpu()
         for x in _batches(classifier, images, batch_size)
@@ -125,41 +111,6 @@ def sliced_w2(
     theta = theta / theta.norm(dim=0, keepdim=True)
     pa, pb = (a @ theta).sort(dim=0).values, (b @ theta).sort(dim=0).values
     return math.sqrt(float(_w2_sq_sorted(pa, pb).mean()))
-
-
-def mmd(
-    a: torch.Tensor, b: torch.Tensor, bandwidths: Sequence[float] | None = None, unbiased: bool = True
-) -> float:
-    """Squared maximum mean discrepancy MMD²(a, b) with the kernel k(x, y) = Σ_h exp(−‖x − y‖² / (2h²)).
-
-    ``unbiased=True`` (default) is the U-statistic (diagonal terms left out): its mean is the true MMD², so it
-    can come out slightly negative when a and b share a law; ``unbiased=False`` is the biased, never-negative
-    V-statistic. ``bandwidths=None`` uses the median pairwise distance m of the pooled points (at most 1000
-    of them) and h ∈ {m/2, m, 2m}. Memory is O((N + M)²).
-    """
-    a, b = _check_points("a", a, min_n=2), _check_points("b", b, min_n=2)
-    _check_same_dim(a, b, "a", "b")
-    if bandwidths is None:
-        pooled = torch.cat([a[:500], b[:500]])
-        d = torch.pdist(pooled)
-        m = float(d.median()) if d.numel() else 1.0
-        bandwidths = [0.5 * m, m, 2.0 * m] if m > 0 else [1.0]
-    hs = [float(h) for h in bandwidths]
-    if not hs or any(not (math.isfinite(h) and h > 0) for h in hs):
-        fail("bandwidths", bandwidths, "expected a non-empty list of positive finite numbers")
-
-    def kernel(x, y):
-        d2 = torch.cdist(x, y).pow(2)
-        return sum(torch.exp(-d2 / (2.0 * h * h)) for h in hs)
-
-    kaa, kbb, kab = kernel(a, a), kernel(b, b), kernel(a, b)
-    n, m = a.shape[0], b.shape[0]
-    if unbiased:
-        saa = (kaa.sum() - kaa.diagonal().sum()) / (n * (n - 1))
-        sbb = (kbb.sum() - kbb.diagonal().sum()) / (m * (m - 1))
-    else:
-        saa, sbb = kaa.mean(), kbb.mean()
-    return float(saa + sbb - 2.0 * kab.mean())
 
 
 def nearest_neighbour_distance(

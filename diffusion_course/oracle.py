@@ -19,7 +19,7 @@ from functools import cached_property
 
 import torch
 
-from ._checks import check_float, check_image_batch, check_int, check_timesteps_tensor, fail
+from ._checks import check_float, check_image_batch, check_int, check_labels, check_timesteps_tensor, fail
 from .schedules import NoiseSchedule
 
 
@@ -253,17 +253,7 @@ class GaussianMixtureOracle:
                 labels,
                 "labels given but the oracle is unconditional (build it with conditional=True)",
             )
-        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-            fail("labels", labels, "expected an integer torch.Tensor of component indices")
-        if labels.shape != (batch,):
-            fail("labels", labels, f"expected shape ({batch},)")
-        if int(labels.min()) < 0 or int(labels.max()) > self.num_classes:
-            fail(
-                "labels",
-                labels,
-                f"expected 0..{self.num_classes - 1}, or {self.num_classes} for unconditional",
-            )
-        return labels.long()
+        return check_labels(labels, batch, self.num_classes, null_class=True, note=" (unconditional)")
 
     def __repr__(self) -> str:
         return f"GaussianMixtureOracle({self.mixture!r}, {self.schedule!r}, num_classes={self.num_classes})"

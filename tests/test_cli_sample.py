@@ -12,15 +12,9 @@ from PIL import Image
 from diffusion_course.checkpoints import load_checkpoint
 from diffusion_course.cli import main
 from diffusion_course.data import load_mnist
-from diffusion_course.evaluation import (
-    EvalCounter,
-    evaluate_checkpoint,
-    evaluate_samples,
-    generate_samples,
-    load_classifier,
-    toy_reference,
-)
-from diffusion_course.sampling import CFG, ddim_sample, solver_nfe, timestep_grid
+from diffusion_course.evaluation import evaluate_checkpoint, evaluate_samples, load_classifier, toy_reference
+from diffusion_course.generation import EvalCounter, generate_samples
+from diffusion_course.sampling import CFG, ddim_sample, timestep_grid
 from diffusion_course.sampling.registry import SAMPLERS, nfe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,46 +72,47 @@ def test_sample_of_the_2d_model_is_a_scatter_plot(tmp_path):
 
 
 def test_generate_samples_cycles_labels_and_is_reproducible(tiny):
-    model, info = load_checkpoint(tiny, device="cpu")
-    a, labels = generate_samples(model, info, "ddim", 3, n=12, seed=5)
-    b, _ = generate_samples(model, info, "ddim", 3, n=12, seed=5)
-    c, _ = generate_samples(model, info, "ddim", 3, n=12, seed=6)
+    checkpoint = load_checkpoint(tiny, device="cpu")
+    a, labels = generate_samples(checkpoint, "ddim", 3, n=12, seed=5)
+    b, _ = generate_samples(checkpoint, "ddim", 3, n=12, seed=5)
+    c, _ = generate_samples(checkpoint, "ddim", 3, n=12, seed=6)
     assert a.shape == (12, 1, 28, 28) and a.dtype == torch.float32
     assert labels.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     assert torch.equal(a, b) and not torch.allclose(a, c)
-    _, sevens = generate_samples(model, info, "ddim", 3, n=4, seed=5, labels=7)
+    _, sevens = generate_samples(checkpoint, "ddim", 3, n=4, seed=5, labels=7)
     assert sevens.tolist() == [7, 7, 7, 7]
 
 
 def test_generate_samples_is_the_sampler_on_the_seeded_start(tiny):
     """Guidance s is CFG(model, s) on x_T ~ N(0, I) from the seed; s = 1 is the conditional model alone."""
-    model, info = load_checkpoint(tiny, device="cpu")
+    checkpoint = load_checkpoint(tiny, device="cpu")
+    model = checkpoint.model
     x_T = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     labels = torch.arange(6) % 10
     ts = timestep_grid(1000, 4)
     for s in (1.0, 2.5):
-        got, _ = generate_samples(model, info, "ddim", 4, n=6, seed=3, guidance=s)
+        got, _ = generate_samples(checkpoint, "ddim", 4, n=6, seed=3, guidance=s)
         eps_model = model if s == 1.0 else CFG(model, s)
         assert torch.allclose(
-            got, ddim_sample(eps_model, x_T, info_schedule(info), ts, labels=labels), atol=1e-5
+            got, ddim_sample(eps_model, x_T, checkpoint.schedule, ts, labels=labels), atol=1e-5
         )
 
 
-def info_schedule(info):
-    from diffusion_course.evaluation import checkpoint_schedule
-
-    return checkpoint_schedule(info)
+def test_generate_samples_refuses_what_it_cannot_sample(tiny):
+    with pytest.raises(ValueError, match="checkpoint='str' is not allowed: expected a Checkpoint"):
+        generate_samples(tiny, "ddim", 3, n=2)
+    classifier = load_checkpoint("mnist-classifier", device="cpu")
+    with pytest.raises(ValueError, match="checkpoint='mnist-classifier'.*records no noise schedule"):
+        generate_samples(classifier, "ddim", 3, n=2)
 
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_counted_nfe_per_sampler_and_doubled_by_guidance(tiny, sampler):
-    model, info = load_checkpoint(tiny, device="cpu")
+    checkpoint = load_checkpoint(tiny, device="cpu")
     for guidance, factor in ((None, 1), (3.0, 2)):
-        counter = EvalCounter(model)
-        generate_samples(counter, info, sampler, 3, n=2, seed=0, guidance=guidance)
-        assert counter.rows == 2 * factor * solver_nfe(sampler, 3)
-        if sampler != "heun":  # the registry counts Heun's final Euler step as two evaluations
-            assert counter.rows == 2 * factor * nfe(sampler, 3)
+        counter = EvalCounter(checkpoint.model)
+        generate_samples(checkpoint, sampler, 3, n=2, seed=0, guidance=guidance, eps_model=counter)
+        assert counter.rows == 2 * factor * nfe(sampler, 3)
 
 
 # ---------------------------------------------------------------- evaluate

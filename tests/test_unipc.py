@@ -173,7 +173,7 @@ def test_registry_one_evaluation_per_step_and_options():
         calls.append(int(t[0]))
         return oracle(x, t)
 
-    assert SAMPLERS["unipc"] is unipc_sample and nfe("unipc", 7) == 7
+    assert SAMPLERS["unipc"].fn is unipc_sample and nfe("unipc", 7) == 7
     out = run_sampler("unipc", counting, x_T, schedule, steps=7, order=3)
     assert calls == timestep_grid(100, 7).tolist()
     torch.testing.assert_close(out, unipc_sample(oracle, x_T, schedule, timestep_grid(100, 7), order=3))

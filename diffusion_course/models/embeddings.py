@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from .._checks import fail
+from .._checks import check_labels, check_timesteps_tensor, fail
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -74,15 +74,7 @@ def check_model_inputs(
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != ndim:
         fail("x", x, f"expected a floating-point tensor with {ndim} dimensions (batch first)")
     batch = x.shape[0]
-    if isinstance(t, int) and not isinstance(t, bool):
-        t = torch.full((batch,), t, dtype=torch.long, device=x.device)
-    if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:
-        fail("t", t, "expected integer timestep indices (a LongTensor of shape (B,))")
-    if t.ndim == 0:
-        t = t.expand(batch)
-    if t.shape != (batch,):
-        fail("t", t, f"expected shape ({batch},), one timestep per batch element")
-    t = t.to(device=x.device, dtype=torch.long)
+    t = check_timesteps_tensor("t", t, None, batch, device=x.device)
 
     if num_classes is None:
         if labels is not None:
@@ -90,14 +82,4 @@ def check_model_inputs(
         return t, None
     if labels is None:
         return t, torch.full((batch,), num_classes, dtype=torch.long, device=x.device)
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        fail("labels", labels, "expected an integer LongTensor of shape (B,) or None")
-    if labels.shape != (batch,):
-        fail("labels", labels, f"expected shape ({batch},), one label per batch element")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > num_classes):
-        fail(
-            f"labels (min {int(labels.min())}, max {int(labels.max())})",
-            labels,
-            f"class labels lie in 0..{num_classes - 1}; {num_classes} is the null (unconditional) class",
-        )
-    return t, labels.to(device=x.device, dtype=torch.long)
+    return t, check_labels(labels, batch, num_classes, device=x.device, null_class=True)

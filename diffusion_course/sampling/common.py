@@ -1,23 +1,26 @@
-r"""Pieces every sampler shares: the trajectory record, the guarded ε-model call and the timestep loop.
+r"""What every sampler shares: the trajectory record, the guarded ε-model call and :class:`Loop`.
 
-A sampler is a step function ``step(x_t, eps, t, t_prev) -> (x_prev, x0_pred)`` plus :func:`sample_loop`,
-which walks the descending timesteps, calls the ε-model once per step and records the trajectory.
+A sampler is one function whose body is its loop (k-diffusion style)::
+
+    loop = Loop(eps_model, x_T, schedule, timesteps, labels, ...)          # checks everything once
+    x = loop.x_T
+    for i, t, t_prev, ab_t, ab_prev in loop:                                  # t_prev = −1: ᾱ_prev = 1
+        eps = loop.eps(x, t, i)
+        x, x0_pred = <the update>
+        loop.record(x, x0_pred)
+    return loop.result(x)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
-from .._checks import check_image_batch, fail
+from .._checks import check_image_batch, check_labels, fail
 from ..schedules import NoiseSchedule
 from .timesteps import validate_timesteps
-
-StepFn = Callable[[torch.Tensor, torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 class NonFiniteError(ValueError):
@@ -50,6 +53,10 @@ def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Tenso
             "must be > 0: at ᾱ_t = 0 (zero terminal SNR) x_t is pure noise and ε cannot predict x_0; "
             "drop that timestep or use a schedule with ᾱ_(T−1) > 0",
         )
+    return _predict_x0(x_t, eps, alpha_bar_t)
+
+
+def _predict_x0(x_t, eps, alpha_bar_t):
     return (x_t - _sqrt(1.0 - alpha_bar_t) * eps) / _sqrt(alpha_bar_t)
 
 
@@ -73,29 +80,18 @@ def alpha_bar_at(schedule: NoiseSchedule, t: int) -> float:
     return 1.0 if t < 0 else float(schedule.alpha_bar[t])
 
 
-def check_labels(eps_model, labels, batch: int, device: torch.device) -> torch.Tensor | None:
-    """``labels`` for a conditional model: a LongTensor (batch,) in 0..num_classes−1, moved to ``device``.
+def model_labels(eps_model, labels, batch: int, device: torch.device) -> torch.Tensor | None:
+    """``labels`` for ``eps_model``, checked by :func:`~diffusion_course._checks.check_labels`.
 
     A model with ``num_classes`` None, or an ``nn.Module`` without that attribute, is unconditional and
-    refuses labels. A plain callable without ``num_classes`` gets them unchecked beyond shape and dtype.
+    refuses labels; a plain callable without ``num_classes`` gets them checked for type and shape only.
     """
     if labels is None:
         return None
     num_classes = getattr(eps_model, "num_classes", None)
-    unconditional = not num_classes if hasattr(eps_model, "num_classes") else isinstance(eps_model, nn.Module)
-    if unconditional:
+    if not num_classes if hasattr(eps_model, "num_classes") else isinstance(eps_model, torch.nn.Module):
         fail("labels", labels, f"labels given but the model ({type(eps_model).__name__}) is unconditional")
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        fail("labels", labels, "expected an integer torch.Tensor (torch.long) of class indices")
-    if labels.shape != (batch,):
-        fail("labels", labels, f"expected shape ({batch},), one label per sample")
-    if num_classes is not None and batch and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        fail(
-            f"labels (min {int(labels.min())}, max {int(labels.max())})",
-            labels,
-            f"class indices must lie in 0..{num_classes - 1}",
-        )
-    return labels.to(device=device, dtype=torch.long)
+    return check_labels(labels, batch, num_classes, device=device)
 
 
 def call_eps_model(
@@ -151,36 +147,42 @@ def check_sampler_inputs(x_T, schedule, ts, name: str = "timesteps") -> tuple[to
     return x_T, ts
 
 
-@torch.no_grad()
-def sample_loop(
-    step: StepFn,
-    eps_model,
-    x_T: torch.Tensor,
-    schedule: NoiseSchedule,
-    timesteps,
-    *,
-    labels=None,
-    return_trajectory: bool = False,
-    progress: bool = False,
-    desc: str = "sampling",
-):
-    """Walk the descending ``timesteps``; at each t call ε = eps_model(x_t, t) and x ← step(x, ε, t, t_prev).
+class Loop:
+    """The part of a sampler that is not its update: inputs checked once, the walk, ε, trajectory, NFE.
 
-    t_prev is the next listed timestep, −1 after the last one (ᾱ = 1). Runs under ``torch.no_grad()``.
-    Returns x_0, or (x_0, :class:`Trajectory`) with ``return_trajectory``.
+    Iterating yields ``steps``, the tuples ``(i, t, t_prev, ᾱ_t, ᾱ_prev)`` over the descending grid (ascending
+    with ``reverse=True``, for inversion); t_prev is the next listed timestep, −1 after the last (ᾱ = 1).
+    :meth:`eps` calls the model (counted in ``nfe``), :meth:`record` keeps the trajectory when asked for,
+    :meth:`result` returns x_0 or (x_0, :class:`Trajectory`).
     """
-    x, ts = check_sampler_inputs(x_T, schedule, timesteps)
-    labels = check_labels(eps_model, labels, x.shape[0], x.device)
-    traj = Trajectory(timesteps=ts.clone(), xs=[x]) if return_trajectory else None
-    t_list = ts.tolist()
-    for i in progress_bar(range(len(t_list)), progress, desc):
-        t, t_prev = t_list[i], (t_list[i + 1] if i + 1 < len(t_list) else -1)
-        eps = call_eps_model(eps_model, x, t, labels=labels, step=i)
-        x, x0_pred = step(x, eps, t, t_prev)
-        if traj is not None:
-            traj.xs.append(x)
-            traj.x0_preds.append(x0_pred)
-    return (x, traj) if traj is not None else x
+
+    def __init__(self, eps_model, x_T, schedule, timesteps, labels=None, return_trajectory=False,
+                 progress=False, desc="sampling", *, reverse=False):  # fmt: skip
+        self.x_T, ts = check_sampler_inputs(x_T, schedule, timesteps)
+        self.timesteps = ts.flip(0) if reverse else ts
+        self.eps_model, self.schedule, self.progress, self.desc = eps_model, schedule, progress, desc
+        self.labels = model_labels(eps_model, labels, self.x_T.shape[0], self.x_T.device)
+        self.trajectory = Trajectory(self.timesteps.clone(), [self.x_T]) if return_trajectory else None
+        self.nfe = 0
+        ts = self.timesteps.tolist() + [-1]
+        self.steps = [(i, t, s, alpha_bar_at(schedule, t), alpha_bar_at(schedule, s)) for i, (t, s) in
+                      enumerate(zip(ts[:-1], ts[1:]))]  # fmt: skip
+
+    def __iter__(self):
+        return iter(progress_bar(self.steps, self.progress, self.desc))
+
+    def eps(self, x: torch.Tensor, t: int, i: int) -> torch.Tensor:
+        """ε = eps_model(x, t) for step ``i`` (see :func:`call_eps_model`)."""
+        self.nfe += 1
+        return call_eps_model(self.eps_model, x, t, labels=self.labels, step=i)
+
+    def record(self, x: torch.Tensor, x0_pred: torch.Tensor) -> None:
+        if self.trajectory is not None:
+            self.trajectory.xs.append(x)
+            self.trajectory.x0_preds.append(x0_pred)
+
+    def result(self, x: torch.Tensor):
+        return (x, self.trajectory) if self.trajectory is not None else x
 
 
 def progress_bar(iterable, enabled: bool, desc: str):

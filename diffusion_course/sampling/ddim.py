@@ -20,21 +20,8 @@ import torch
 
 from .._checks import check_float, fail
 from ..schedules import NoiseSchedule
-from .common import (
-    Trajectory,
-    _max,
-    _min,
-    _sqrt,
-    alpha_bar_at,
-    call_eps_model,
-    check_labels,
-    check_sampler_inputs,
-    draw_noise,
-    eps_from_x0,
-    predict_x0,
-    progress_bar,
-    sample_loop,
-)
+from .common import Loop, _max, _min, _predict_x0, _sqrt, draw_noise, eps_from_x0, predict_x0
+from .registry import sampler
 
 
 def ddim_sigma(alpha_bar_t, alpha_bar_prev, eta: float):
@@ -44,10 +31,11 @@ def ddim_sigma(alpha_bar_t, alpha_bar_prev, eta: float):
     """
     eta = check_float("eta", eta, low=0.0)
     _check_alpha_bars(alpha_bar_t, alpha_bar_prev, stochastic=eta > 0)
-    if eta == 0.0:
-        return 0.0
-    ab_t, ab_prev = alpha_bar_t, alpha_bar_prev
-    return eta * _sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * _sqrt(1.0 - ab_t / ab_prev)
+    return _sigma(alpha_bar_t, alpha_bar_prev, eta)
+
+
+def _sigma(ab_t, ab_prev, eta):
+    return 0.0 if eta == 0.0 else eta * _sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * _sqrt(1.0 - ab_t / ab_prev)
 
 
 def ddim_direction_variance(alpha_bar_t, alpha_bar_prev, eta: float):
@@ -58,12 +46,9 @@ def ddim_direction_variance(alpha_bar_t, alpha_bar_prev, eta: float):
     """
     eta = check_float("eta", eta, low=0.0)
     _check_alpha_bars(alpha_bar_t, alpha_bar_prev, stochastic=eta > 0)
-    if eta == 0.0:
-        return 1.0 - alpha_bar_prev
-    ab_t, ab_prev = alpha_bar_t, alpha_bar_prev
-    bracket = ab_t * (1.0 - ab_prev) + (1.0 - eta**2) * (ab_prev - ab_t)
-    var = (1.0 - ab_prev) * bracket / (ab_prev * (1.0 - ab_t))
+    var = _direction_variance(alpha_bar_t, alpha_bar_prev, eta)
     if _min(var) < 0.0:
+        ab_t, ab_prev = alpha_bar_t, alpha_bar_prev
         ratio = (ab_prev - ab_t) / (ab_prev * (1.0 - ab_t))
         fail(
             "eta",
@@ -74,86 +59,61 @@ def ddim_direction_variance(alpha_bar_t, alpha_bar_prev, eta: float):
     return var
 
 
-def ddim_step(
-    x_t: torch.Tensor,
-    eps: torch.Tensor,
-    alpha_bar_t,
-    alpha_bar_prev,
-    eta: float = 0.0,
-    noise: torch.Tensor | None = None,
-    clip_x0: bool = False,
-    *,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _direction_variance(ab_t, ab_prev, eta):
+    if eta == 0.0:
+        return 1.0 - ab_prev
+    bracket = ab_t * (1.0 - ab_prev) + (1.0 - eta**2) * (ab_prev - ab_t)
+    return (1.0 - ab_prev) * bracket / (ab_prev * (1.0 - ab_t))
+
+
+def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x0=False, *, generator=None):
     """One DDIM step (module docstring); returns (x_prev, x̂₀).
 
     z is used (``noise``, or drawn with ``generator``) only when σ > 0, i.e. η > 0 and ᾱ_prev < 1.
     """
-    if eps.shape != x_t.shape:
-        fail("eps", eps, f"expected the shape of x_t, {tuple(x_t.shape)}")
-    sigma = ddim_sigma(alpha_bar_t, alpha_bar_prev, eta)
-    dir_var = ddim_direction_variance(alpha_bar_t, alpha_bar_prev, eta)
-    x0_pred = predict_x0(x_t, eps, alpha_bar_t)
+    for name, value in (("eps", eps), ("noise", noise)):
+        if value is not None and value.shape != x_t.shape:
+            fail(name, value, f"expected the shape of x_t, {tuple(x_t.shape)}")
+    ddim_direction_variance(alpha_bar_t, alpha_bar_prev, eta)  # checks η and the ᾱ's
+    if _min(alpha_bar_t) <= 0.0:
+        predict_x0(x_t, eps, alpha_bar_t)  # raises, naming ᾱ_t
+    return _ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, float(eta), clip_x0, noise, generator)
+
+
+def _ddim_step(x_t, eps, ab_t, ab_prev, eta, clip_x0=False, noise=None, generator=None):
+    sigma, dir_var = _sigma(ab_t, ab_prev, eta), _direction_variance(ab_t, ab_prev, eta)
+    x0_pred = _predict_x0(x_t, eps, ab_t)
     if clip_x0:
         x0_pred = x0_pred.clamp(-1.0, 1.0)
-        eps = eps_from_x0(x_t, x0_pred, alpha_bar_t)
-    x_prev = _sqrt(alpha_bar_prev) * x0_pred + _sqrt(dir_var) * eps
+        eps = eps_from_x0(x_t, x0_pred, ab_t)
+    x_prev = _sqrt(ab_prev) * x0_pred + _sqrt(dir_var) * eps
     if _max(sigma) > 0.0:
-        if noise is None:
-            noise = draw_noise(x_t, generator)
-        elif noise.shape != x_t.shape:
-            fail("noise", noise, f"expected the shape of x_t, {tuple(x_t.shape)}")
-        x_prev = x_prev + sigma * noise
+        x_prev = x_prev + sigma * (draw_noise(x_t, generator) if noise is None else noise)
     return x_prev, x0_pred
 
 
-def ddim_sample(
-    eps_model,
-    x_T: torch.Tensor,
-    schedule: NoiseSchedule,
-    timesteps,
-    *,
-    eta: float = 0.0,
-    clip_x0: bool = False,
-    generator: torch.Generator | None = None,
-    labels: torch.Tensor | None = None,
-    return_trajectory: bool = False,
-    progress: bool = False,
-):
-    """DDIM sampling from x_T over the descending ``timesteps``; the step after the last goes to ᾱ = 1.
+@sampler("ddim", options=("eta", "clip_x0"), diffusers="DDIMScheduler")
+@torch.no_grad()
+def ddim_sample(eps_model, x_T, schedule, timesteps, *, eta=0.0, clip_x0=False, generator=None, labels=None,
+                return_trajectory=False, progress=False):  # fmt: skip
+    """DDIM (η-family) from x_T over the descending ``timesteps``; the step after the last goes to ᾱ = 1.
 
     With η > 0 one z is drawn per non-final step, in order, from ``generator`` (the same draws as
     :func:`ddpm_sample`). Returns x_0 or (x_0, Trajectory).
     """
     eta = check_float("eta", eta, low=0.0)
-
-    def step(x, eps, t, t_prev):
-        ab_t, ab_prev = alpha_bar_at(schedule, t), alpha_bar_at(schedule, t_prev)
-        return ddim_step(x, eps, ab_t, ab_prev, eta, clip_x0=clip_x0, generator=generator)
-
-    return sample_loop(
-        step,
-        eps_model,
-        x_T,
-        schedule,
-        timesteps,
-        labels=labels,
-        return_trajectory=return_trajectory,
-        progress=progress,
-        desc=f"DDIM η={eta:g}",
-    )
+    loop = Loop(eps_model, x_T, schedule, timesteps, labels, return_trajectory, progress, f"DDIM η={eta:g}")
+    for _, _, _, ab_t, ab_prev in loop.steps:
+        ddim_direction_variance(ab_t, ab_prev, eta)  # η must fit every step before the first is taken
+    x = loop.x_T
+    for i, t, _, ab_t, ab_prev in loop:
+        x, x0_pred = _ddim_step(x, loop.eps(x, t, i), ab_t, ab_prev, eta, clip_x0, generator=generator)
+        loop.record(x, x0_pred)
+    return loop.result(x)
 
 
 @torch.no_grad()
-def ddim_invert(
-    eps_model,
-    x0: torch.Tensor,
-    schedule: NoiseSchedule,
-    timesteps,
-    labels: torch.Tensor | None = None,
-    return_trajectory: bool = False,
-    progress: bool = False,
-):
+def ddim_invert(eps_model, x0, schedule, timesteps, labels=None, return_trajectory=False, progress=False):
     """Run deterministic DDIM backwards: x_0 → x at ``timesteps[0]`` (the x_T that decodes back to x_0).
 
     ``timesteps`` is the descending list the decoder uses; it is walked in ascending order. Each step from
@@ -162,21 +122,14 @@ def ddim_invert(
     approximation; its error shrinks with the step size. With ``return_trajectory`` the Trajectory's
     ``timesteps`` are ascending, ``xs[0]`` is x_0 and ``xs[i+1]`` is x at ``timesteps[i]``.
     """
-    x, ts = check_sampler_inputs(x0, schedule, timesteps)
-    labels = check_labels(eps_model, labels, x.shape[0], x.device)
-    ascending = ts.flip(0)
-    traj = Trajectory(timesteps=ascending.clone(), xs=[x]) if return_trajectory else None
-    ab_cur = 1.0
-    for i in progress_bar(range(ascending.numel()), progress, "DDIM inversion"):
-        t_next = int(ascending[i])
-        ab_next = alpha_bar_at(schedule, t_next)
-        eps = call_eps_model(eps_model, x, t_next, labels=labels, step=i)
-        x, x0_pred = ddim_step(x, eps, ab_cur, ab_next, 0.0)
+    loop = Loop(eps_model, x0, schedule, timesteps, labels, return_trajectory, progress, "DDIM inversion",
+                reverse=True)  # fmt: skip
+    x, ab_cur = loop.x_T, 1.0
+    for i, t_next, _, ab_next, _ in loop:
+        x, x0_pred = _ddim_step(x, loop.eps(x, t_next, i), ab_cur, ab_next, 0.0)
         ab_cur = ab_next
-        if traj is not None:
-            traj.xs.append(x)
-            traj.x0_preds.append(x0_pred)
-    return (x, traj) if traj is not None else x
+        loop.record(x, x0_pred)
+    return loop.result(x)
 
 
 def ddim_reconstruction_error(
@@ -195,22 +148,17 @@ def ddim_reconstruction_error(
 
 def _check_alpha_bars(alpha_bar_t, alpha_bar_prev, stochastic: bool) -> None:
     # ᾱ_t = 1 (the clean data) is a valid start only for the deterministic step, as in inversion
-    if (
-        not 0.0 <= _min(alpha_bar_t)
-        or not _max(alpha_bar_t) <= 1.0
-        or (stochastic and _max(alpha_bar_t) == 1.0)
-    ):
+    if not 0.0 <= _min(alpha_bar_t) <= _max(alpha_bar_t) <= 1.0 or (stochastic and _max(alpha_bar_t) == 1.0):
         fail("alpha_bar_t", _show(alpha_bar_t), "must lie in [0, 1], and in [0, 1) when η > 0")
-    if not 0.0 < _min(alpha_bar_prev) or not _max(alpha_bar_prev) <= 1.0:
+    if not 0.0 < _min(alpha_bar_prev) <= _max(alpha_bar_prev) <= 1.0:
         fail("alpha_bar_prev", _show(alpha_bar_prev), "must lie in (0, 1]")
-    if stochastic:
-        below = alpha_bar_prev < alpha_bar_t
-        if bool(below.any() if isinstance(below, torch.Tensor) else below):
-            fail(
-                "alpha_bar_prev",
-                _show(alpha_bar_prev),
-                f"must be ≥ alpha_bar_t={_show(alpha_bar_t)} when η > 0 (a noisy step goes towards the data)",
-            )
+    below = alpha_bar_prev < alpha_bar_t
+    if stochastic and bool(below.any() if isinstance(below, torch.Tensor) else below):
+        fail(
+            "alpha_bar_prev",
+            _show(alpha_bar_prev),
+            f"must be ≥ alpha_bar_t={_show(alpha_bar_t)} when η > 0 (a noisy step goes towards the data)",
+        )
 
 
 def _show(v):

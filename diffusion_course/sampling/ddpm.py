@@ -18,7 +18,8 @@ import torch
 
 from .._checks import check_choice, check_int, fail
 from ..schedules import NoiseSchedule
-from .common import alpha_bar_at, draw_noise, predict_x0, sample_loop
+from .common import Loop, _predict_x0, alpha_bar_at, draw_noise, predict_x0
+from .registry import sampler
 
 VARIANCES = ("beta_tilde", "beta")
 
@@ -32,7 +33,10 @@ def ddpm_posterior(
     """
     t = check_int("t", t, low=0, high=schedule.T - 1)
     t_prev = check_int("t_prev", t_prev, low=-1, high=t - 1)
-    ab_t, ab_prev = alpha_bar_at(schedule, t), alpha_bar_at(schedule, t_prev)
+    return _posterior(x_t, x0_pred, alpha_bar_at(schedule, t), alpha_bar_at(schedule, t_prev))
+
+
+def _posterior(x_t, x0_pred, ab_t, ab_prev):
     alpha = ab_t / ab_prev
     beta = 1.0 - alpha
     mean = (math.sqrt(ab_prev) * beta / (1.0 - ab_t)) * x0_pred + (
@@ -41,74 +45,51 @@ def ddpm_posterior(
     return mean, (1.0 - ab_prev) / (1.0 - ab_t) * beta
 
 
-def ddpm_step(
-    x_t: torch.Tensor,
-    eps: torch.Tensor,
-    t: int,
-    t_prev: int,
-    schedule: NoiseSchedule,
-    *,
-    variance: str = "beta_tilde",
-    clip_x0: bool = False,
-    noise: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def ddpm_step(x_t, eps, t, t_prev, schedule, *, variance="beta_tilde", clip_x0=False, noise=None,
+              generator=None):  # fmt: skip
     """One ancestral step x_t → x_{t_prev}; returns (x_prev, x̂₀).
 
     ``noise`` (z) is drawn with ``generator`` when not given, and only when t_prev ≥ 0.
     """
     check_choice("variance", variance, VARIANCES)
-    if eps.shape != x_t.shape:
-        fail("eps", eps, f"expected the shape of x_t, {tuple(x_t.shape)}")
-    x0_pred = predict_x0(x_t, eps, alpha_bar_at(schedule, check_int("t", t, low=0, high=schedule.T - 1)))
+    for name, value in (("eps", eps), ("noise", noise)):
+        if value is not None and value.shape != x_t.shape:
+            fail(name, value, f"expected the shape of x_t, {tuple(x_t.shape)}")
+    t = check_int("t", t, low=0, high=schedule.T - 1)
+    t_prev = check_int("t_prev", t_prev, low=-1, high=t - 1)
+    ab_t, ab_prev = alpha_bar_at(schedule, t), alpha_bar_at(schedule, t_prev)
+    if ab_t <= 0.0:
+        predict_x0(x_t, eps, ab_t)  # raises, naming ᾱ_t
+    return _ddpm_step(x_t, eps, ab_t, ab_prev, t_prev < 0, variance, clip_x0, noise, generator)
+
+
+def _ddpm_step(x_t, eps, ab_t, ab_prev, final, variance, clip_x0=False, noise=None, generator=None):
+    x0_pred = _predict_x0(x_t, eps, ab_t)
     if clip_x0:
         x0_pred = x0_pred.clamp(-1.0, 1.0)
-    mean, var = ddpm_posterior(x_t, x0_pred, t, t_prev, schedule)
-    if t_prev < 0:
+    mean, var = _posterior(x_t, x0_pred, ab_t, ab_prev)
+    if final:
         return mean, x0_pred
     if variance == "beta":
-        var = 1.0 - alpha_bar_at(schedule, t) / alpha_bar_at(schedule, t_prev)
-    if noise is None:
-        noise = draw_noise(x_t, generator)
-    elif noise.shape != x_t.shape:
-        fail("noise", noise, f"expected the shape of x_t, {tuple(x_t.shape)}")
-    return mean + math.sqrt(var) * noise, x0_pred
+        var = 1.0 - ab_t / ab_prev
+    return mean + math.sqrt(var) * (draw_noise(x_t, generator) if noise is None else noise), x0_pred
 
 
-def ddpm_sample(
-    eps_model,
-    x_T: torch.Tensor,
-    schedule: NoiseSchedule,
-    timesteps=None,
-    *,
-    variance: str = "beta_tilde",
-    clip_x0: bool = False,
-    generator: torch.Generator | None = None,
-    labels: torch.Tensor | None = None,
-    return_trajectory: bool = False,
-    progress: bool = False,
-):
-    """Ancestral sampling from x_T over ``timesteps`` (default: all T, from T−1 down to 0).
+@sampler("ddpm", options=("variance", "clip_x0"), diffusers="DDPMScheduler")
+@torch.no_grad()
+def ddpm_sample(eps_model, x_T, schedule, timesteps=None, *, variance="beta_tilde", clip_x0=False,
+                generator=None, labels=None, return_trajectory=False, progress=False):  # fmt: skip
+    """DDPM ancestral sampling from x_T over ``timesteps`` (default: all T, from T−1 down to 0).
 
     Draws one z per non-final step, in order, from ``generator``. Returns x_0 or (x_0, Trajectory).
     """
     check_choice("variance", variance, VARIANCES)
-    if not isinstance(schedule, NoiseSchedule):
-        fail("schedule", type(schedule).__name__, "expected a NoiseSchedule (see diffusion_course.schedules)")
-    if timesteps is None:
+    if timesteps is None and isinstance(schedule, NoiseSchedule):
         timesteps = torch.arange(schedule.T - 1, -1, -1)
-
-    def step(x, eps, t, t_prev):
-        return ddpm_step(x, eps, t, t_prev, schedule, variance=variance, clip_x0=clip_x0, generator=generator)
-
-    return sample_loop(
-        step,
-        eps_model,
-        x_T,
-        schedule,
-        timesteps,
-        labels=labels,
-        return_trajectory=return_trajectory,
-        progress=progress,
-        desc="DDPM",
-    )
+    loop = Loop(eps_model, x_T, schedule, timesteps, labels, return_trajectory, progress, "DDPM")
+    x = loop.x_T
+    for i, t, t_prev, ab_t, ab_prev in loop:
+        eps = loop.eps(x, t, i)
+        x, x0_pred = _ddpm_step(x, eps, ab_t, ab_prev, t_prev < 0, variance, clip_x0, generator=generator)
+        loop.record(x, x0_pred)
+    return loop.result(x)

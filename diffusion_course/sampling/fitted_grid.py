@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .._checks import check_int, fail
-from ..schedules import NoiseSchedule
 from .common import check_sampler_inputs, progress_bar
 from .timesteps import timestep_grid
 
@@ -48,21 +47,8 @@ def grid_loss(sampler: Callable, eps_model, x_T, schedule, grid, reference, labe
 
 
 @torch.no_grad()
-def fit_timesteps(
-    sampler: Callable,
-    eps_model,
-    x_T: torch.Tensor,
-    schedule: NoiseSchedule,
-    steps: int,
-    *,
-    start="quadratic",
-    reference: torch.Tensor | None = None,
-    sweeps: int = 10,
-    rtol: float = 1e-3,
-    labels: torch.Tensor | None = None,
-    progress: bool = False,
-    **options,
-) -> FittedGrid:
+def fit_timesteps(sampler, eps_model, x_T, schedule, steps, *, start="quadratic", reference=None, sweeps=10,
+                  rtol=1e-3, labels=None, progress=False, **options):  # fmt: skip
     """Fit ``steps`` timesteps for ``sampler`` (any ``f(eps_model, x_T, schedule, timesteps, **options)``).
 
     ``start`` is a grid beginning at T−1, or a strategy name (its grid with the first entry set to T−1);

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_choice, check_float, fail
+from .._checks import check_choice, check_float, check_labels, check_timesteps_tensor, fail
 
 CONVENTIONS = ("s", "w")
 
@@ -127,7 +127,7 @@ class CFG:
             fail("x_t", x_t, "expected a torch.Tensor with a batch dimension")
         batch = x_t.shape[0]
         labels = self._check_labels(labels, batch, x_t.device)
-        t = self._check_t(t, batch, x_t.device)
+        t = check_timesteps_tensor("t", t, None, batch, device=x_t.device)
         null = torch.full_like(labels, self.null_class)
         eps = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), labels=torch.cat([labels, null]))
         if not isinstance(eps, torch.Tensor) or eps.shape != (2 * batch, *x_t.shape[1:]):
@@ -148,29 +148,9 @@ class CFG:
                 "guidance needs one class label per sample (a LongTensor (B,) in "
                 f"0..{K - 1}); for unconditional samples call the model itself with labels=None",
             )
-        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-            fail("labels", labels, "expected an integer torch.Tensor (torch.long) of class indices")
-        if labels.shape != (batch,):
-            fail("labels", labels, f"expected shape ({batch},), one label per sample")
-        if batch and (int(labels.min()) < 0 or int(labels.max()) >= K):
-            fail(
-                f"labels (min {int(labels.min())}, max {int(labels.max())})",
-                labels,
-                f"class labels lie in 0..{K - 1}; {K} is the null class, which guidance adds itself",
-            )
-        return labels.to(device=device, dtype=torch.long)
-
-    @staticmethod
-    def _check_t(t, batch: int, device) -> torch.Tensor:
-        if isinstance(t, int) and not isinstance(t, bool):
-            return torch.full((batch,), t, dtype=torch.long, device=device)
-        if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:
-            fail("t", t, "expected timestep indices: an int or a LongTensor of shape (B,)")
-        if t.ndim == 0:
-            t = t.expand(batch)
-        if t.shape != (batch,):
-            fail("t", t, f"expected shape ({batch},), one timestep per sample")
-        return t.to(device=device, dtype=torch.long)
+        return check_labels(
+            labels, batch, K, device=device, note=f"; {K} is the null class, which guidance adds itself"
+        )
 
     def __repr__(self) -> str:
         name = type(self.model).__name__

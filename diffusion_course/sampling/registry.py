@@ -1,70 +1,94 @@
-"""Samplers by name, for the CLI and for notebooks that compare them.
+"""Samplers by name. Each sampler states its facts once, where it is defined::
 
-``run_sampler("ddim", eps_model, x_T, schedule, steps=50, eta=0.5)`` builds the timestep grid with
-:func:`~diffusion_course.sampling.timesteps.timesteps` and calls the sampler. Every sampler in
-:data:`SAMPLERS` is a plain function ``f(eps_model, x_T, schedule, timesteps, **options)``.
+    @sampler("ddim", options=("eta", "clip_x0"))
+    def ddim_sample(eps_model, x_T, schedule, timesteps, *, eta=0.0, clip_x0=False, generator=None,
+                    labels=None, return_trajectory=False, progress=False): ...
+
+and everything that needs to know what a sampler is (the CLI's choices and help, option checks, NFE
+counting, benchmarks, notebook 08's tables, the diffusers bridge) reads :data:`SAMPLERS`.
+``run_sampler("ddim", eps_model, x_T, schedule, steps=50, eta=0.5)`` builds the grid and calls it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
+from dataclasses import dataclass
 
 from .._checks import check_int, fail
-from ..schedules import NoiseSchedule
-from .ddim import ddim_sample
-from .ddpm import ddpm_sample
 from .timesteps import timestep_grid
 
-SAMPLERS: dict[str, Callable] = {"ddpm": ddpm_sample, "ddim": ddim_sample}
-# Options each sampler understands beyond the shared ones (labels, generator, progress, …).
-SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {"ddpm": ("variance", "clip_x0"), "ddim": ("eta", "clip_x0")}
-# ε-model evaluations of a run of ``steps`` steps (one per step unless the sampler says otherwise).
-NFE_OF_STEPS: dict[str, Callable[[int], int]] = {"ddpm": lambda steps: steps, "ddim": lambda steps: steps}
+
+@dataclass(frozen=True)
+class Sampler:
+    """A registered sampler: ``fn(eps_model, x_T, schedule, timesteps, **options)`` and its facts.
+
+    ``nfe_of_steps(N)`` is the number of ε-model evaluations of N steps (per guidance branch);
+    ``diffusers`` names the diffusers scheduler class that implements the same method (None if none does);
+    ``summary`` is the first line of the function's docstring.
+    """
+
+    name: str
+    fn: Callable
+    options: tuple[str, ...]
+    nfe_of_steps: Callable[[int], int]
+    diffusers: str | None = None
+
+    @property
+    def summary(self) -> str:
+        return (self.fn.__doc__ or self.name).strip().splitlines()[0]
+
+    def nfe(self, steps: int) -> int:
+        return self.nfe_of_steps(check_int("steps", steps, low=1))
+
+    def steps_within(self, budget: int) -> int:
+        """The most steps whose ε-evaluations fit in ``budget`` (at least 1)."""
+        steps = 1
+        while self.nfe_of_steps(steps + 1) <= budget:
+            steps += 1
+        return steps
+
+    def check_options(self, options: dict) -> dict:
+        """The options that are set (not None), each one this sampler takes; others raise naming it."""
+        for key, value in options.items():
+            if key not in self.options and value is not None:
+                allowed = ", ".join(self.options) or "none"
+                fail(key, value, f"sampler {self.name!r} takes the options {allowed}")
+        return {k: v for k, v in options.items() if v is not None}
 
 
-def register_sampler(
-    name: str, fn: Callable, options: tuple[str, ...] = (), nfe_of_steps: Callable[[int], int] | None = None
-) -> None:
-    """Add a sampler under ``name`` (used by the solvers module); ``nfe_of_steps(steps)`` counts its calls."""
-    SAMPLERS[name] = fn
-    SAMPLER_OPTIONS[name] = tuple(options)
-    NFE_OF_STEPS[name] = nfe_of_steps or (lambda steps: steps)
+SAMPLERS: dict[str, Sampler] = {}
+
+
+def sampler(name: str, *, options=(), nfe: Callable[[int], int] = lambda steps: steps, diffusers=None):
+    """Register the decorated function as sampler ``name`` (see :class:`Sampler` for the facts)."""
+
+    def register(fn: Callable) -> Callable:
+        SAMPLERS[name] = Sampler(name, fn, tuple(options), nfe, diffusers)
+        return fn
+
+    return register
+
+
+def get_sampler(name: str) -> Sampler:
+    """The registered sampler ``name``; an unknown name raises ValueError listing the known ones."""
+    if name not in SAMPLERS:
+        fail("sampler", name, f"known samplers are {', '.join(sorted(SAMPLERS))}")
+    return SAMPLERS[name]
 
 
 def nfe(name: str, steps: int) -> int:
     """Number of ε-model evaluations of ``steps`` steps of sampler ``name`` (per guidance branch)."""
-    if name not in SAMPLERS:
-        fail("sampler", name, f"known samplers are {', '.join(sorted(SAMPLERS))}")
-    return NFE_OF_STEPS[name](check_int("steps", steps, low=1))
+    return get_sampler(name).nfe(steps)
 
 
-def run_sampler(
-    name: str,
-    eps_model,
-    x_T: torch.Tensor,
-    schedule: NoiseSchedule,
-    steps: int | None = None,
-    *,
-    strategy="trailing",
-    generator: torch.Generator | None = None,
-    labels: torch.Tensor | None = None,
-    progress: bool = False,
-    return_trajectory: bool = False,
-    **options,
-):
+def run_sampler(name, eps_model, x_T, schedule, steps=None, *, strategy="trailing", generator=None,
+                labels=None, progress=False, return_trajectory=False, **options):  # fmt: skip
     """Run sampler ``name`` for ``steps`` steps (default: all T) on the grid given by ``strategy``."""
-    if name not in SAMPLERS:
-        fail("sampler", name, f"known samplers are {', '.join(sorted(SAMPLERS))}")
-    allowed = SAMPLER_OPTIONS[name]
-    for key, value in options.items():
-        if key not in allowed and value is not None:
-            fail(key, value, f"sampler {name!r} takes the options {', '.join(allowed) or 'none'}")
-    options = {k: v for k, v in options.items() if v is not None}
+    spec = get_sampler(name)
+    options = spec.check_options(options)
     steps = schedule.T if steps is None else check_int("steps", steps, low=1, high=schedule.T)
     ts = timestep_grid(schedule.T, steps, strategy)
-    return SAMPLERS[name](
+    return spec.fn(
         eps_model, x_T, schedule, ts, generator=generator, labels=labels, progress=progress,
         return_trajectory=return_trajectory, **options,
     )  # fmt: skip

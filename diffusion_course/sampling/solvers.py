@@ -8,9 +8,9 @@ process, and the probability-flow ODE is
 
 integrated from σ_max (the first listed t) down to σ = 0 (ᾱ = 1, after the last listed t).
 
-* **Euler** (``euler_step``): x̃_prev = x̃_t + (σ_prev − σ_t) ε. This is exactly DDIM with η = 0:
+* **Euler** (``euler_sample``): x̃_prev = x̃_t + (σ_prev − σ_t) ε. This is exactly DDIM with η = 0:
   √ᾱ_prev x̃_prev = √ᾱ_prev x̂₀ + √(1−ᾱ_prev) ε.
-* **Heun** (``heun_step``): an Euler predictor, ε evaluated again at the predicted point and t_prev, and the
+* **Heun** (``heun_sample``): an Euler predictor, ε evaluated again at the predicted point and t_prev, and the
   average slope ½(ε_t + ε_prev) for the step. The last step, to σ = 0, has no t to evaluate at (and the data
   end of the ODE is where ε changes fastest), so it is a plain Euler step: 2N − 1 evaluations for N steps.
 * **DPM-Solver++(2M)** (Lu et al. 2022, Algorithm 2), written with α = √ᾱ, s = √(1−ᾱ) (the DPM-Solver
@@ -21,7 +21,7 @@ integrated from σ_max (the first listed t) down to σ = 0 (ᾱ = 1, after the l
       x_prev = (s_prev/s_t) x_t − α_prev (e^{−h} − 1) x̂₀,
 
   which is again the DDIM η = 0 step. The 2M method replaces x̂₀ by a linear extrapolation in λ from this
-  step's and the previous step's predictions (``dpmpp_2m_step``), with r = h_before / h:
+  step's and the previous step's predictions (``dpmpp_2m_sample``), with r = h_before / h:
 
       D = (1 + 1/(2r)) x̂₀_t − 1/(2r) x̂₀_before,      x_prev = (s_prev/s_t) x_t − α_prev (e^{−h} − 1) D.
 
@@ -42,31 +42,8 @@ import math
 import torch
 
 from .._checks import fail
-from ..schedules import NoiseSchedule
-from .common import (
-    alpha_bar_at,
-    call_eps_model,
-    check_labels,
-    check_sampler_inputs,
-    predict_x0,
-    sample_loop,
-)
-from .registry import SAMPLERS, nfe, register_sampler
-
-__all__ = [
-    "dpmpp_2m_coefficients",
-    "dpmpp_2m_sample",
-    "dpmpp_2m_step",
-    "dpmpp_first_order_step",
-    "euler_sample",
-    "euler_step",
-    "half_log_snr",
-    "heun_sample",
-    "heun_step",
-    "solver_nfe",
-    "vp_sigma",
-]
-
+from .common import Loop, _predict_x0
+from .registry import sampler
 
 # --------------------------------------------------------------------------------------- noise levels
 
@@ -80,12 +57,14 @@ def vp_sigma(alpha_bar: float) -> float:
 def half_log_snr(alpha_bar: float) -> float:
     """λ = log(√ᾱ/√(1−ᾱ)) = ½ log SNR = −log σ; +inf at ᾱ = 1 (the clean data)."""
     alpha_bar = _check_alpha_bar("alpha_bar", alpha_bar)
-    if alpha_bar == 1.0:
-        return math.inf
-    return 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))
+    return _half_log_snr(alpha_bar)
 
 
-# ---------------------------------------------------------------------------------------- Euler, Heun
+def _half_log_snr(ab: float) -> float:
+    return math.inf if ab == 1.0 else 0.5 * (math.log(ab) - math.log1p(-ab))
+
+
+# ---------------------------------------------------------------------------------------------- steps
 
 
 def euler_step(
@@ -98,37 +77,12 @@ def euler_step(
     Equal to the DDIM η = 0 step; at ᾱ_prev = 1 (σ_prev = 0) it returns x̂₀.
     """
     _check_step(x_t, eps, alpha_bar_t, alpha_bar_prev)
-    sigma_t, sigma_prev = vp_sigma(alpha_bar_t), vp_sigma(alpha_bar_prev)
-    x_tilde = x_t / math.sqrt(alpha_bar_t)
-    x_prev = math.sqrt(alpha_bar_prev) * (x_tilde + (sigma_prev - sigma_t) * eps)
-    return x_prev, predict_x0(x_t, eps, alpha_bar_t)
+    return _euler_step(x_t, eps, alpha_bar_t, alpha_bar_prev), _predict_x0(x_t, eps, alpha_bar_t)
 
 
-def heun_step(
-    x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float, alpha_bar_prev: float, eps_at_prev
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One Heun step (explicit trapezoid) of dx̃/dσ = ε; returns (x_prev, x̂₀ at t).
-
-        x̃' = x̃_t + (σ_prev − σ_t) ε_t                    (Euler predictor)
-        ε' = eps_at_prev(√ᾱ_prev x̃')                      (the slope at the predicted point, t_prev)
-        x̃_prev = x̃_t + (σ_prev − σ_t) (ε_t + ε')/2
-
-    ``eps_at_prev(x)`` evaluates the ε-model at t_prev. At ᾱ_prev = 1 (the step to σ = 0) it is not called
-    and the Euler step is returned.
-    """
-    x_euler, x0_pred = euler_step(x_t, eps, alpha_bar_t, alpha_bar_prev)
-    if alpha_bar_prev == 1.0:
-        return x_euler, x0_pred
-    eps_prev = eps_at_prev(x_euler)
-    if not isinstance(eps_prev, torch.Tensor) or eps_prev.shape != x_t.shape:
-        fail("eps_at_prev output", eps_prev, f"expected a tensor shaped like x_t, {tuple(x_t.shape)}")
-    slope = 0.5 * (eps + eps_prev.to(x_t.dtype))
-    sigma_t, sigma_prev = vp_sigma(alpha_bar_t), vp_sigma(alpha_bar_prev)
-    x_prev = math.sqrt(alpha_bar_prev) * (x_t / math.sqrt(alpha_bar_t) + (sigma_prev - sigma_t) * slope)
-    return x_prev, x0_pred
-
-
-# ------------------------------------------------------------------------------------- DPM-Solver++
+def _euler_step(x_t, slope, ab_t, ab_prev):
+    d_sigma = math.sqrt((1.0 - ab_prev) / ab_prev) - math.sqrt((1.0 - ab_t) / ab_t)
+    return math.sqrt(ab_prev) * (x_t / math.sqrt(ab_t) + d_sigma * slope)
 
 
 def dpmpp_first_order_step(
@@ -145,8 +99,14 @@ def dpmpp_first_order_step(
     _check_step(x_t, x0_pred, alpha_bar_t, alpha_bar_prev, name="x0_pred")
     if alpha_bar_t >= 1.0:
         fail("alpha_bar_t", alpha_bar_t, "must be < 1: the step starts from a noisy state")
-    s_ratio, one_minus_exp = _first_order_coefficients(alpha_bar_t, alpha_bar_prev)
-    return s_ratio * x_t + math.sqrt(alpha_bar_prev) * one_minus_exp * x0_pred
+    return _dpmpp_first_order_step(x_t, x0_pred, alpha_bar_t, alpha_bar_prev)
+
+
+def _dpmpp_first_order_step(x_t, x0_pred, ab_t, ab_prev):
+    s_ratio = math.sqrt((1.0 - ab_prev) / (1.0 - ab_t))
+    h = _half_log_snr(ab_prev) - _half_log_snr(ab_t)
+    one_minus_exp = 1.0 if math.isinf(h) else -math.expm1(-h)  # e^{−h} = s_prev α_t / (α_prev s_t) = 0
+    return s_ratio * x_t + math.sqrt(ab_prev) * one_minus_exp * x0_pred
 
 
 def dpmpp_2m_coefficients(
@@ -157,177 +117,93 @@ def dpmpp_2m_coefficients(
     h_before = λ_t − λ_before (the previous step), h = λ_prev − λ_t (this step); all in λ, half the log-SNR.
     Needs ᾱ_before < ᾱ_t < ᾱ_prev < 1 (a finite step; the last step to ᾱ = 1 is first order).
     """
-    ab_before = _check_alpha_bar("alpha_bar_before", alpha_bar_before)
-    ab_t = _check_alpha_bar("alpha_bar_t", alpha_bar_t)
-    ab_prev = _check_alpha_bar("alpha_bar_prev", alpha_bar_prev)
-    if not ab_before < ab_t < ab_prev < 1.0:
+    names = ("alpha_bar_before", "alpha_bar_t", "alpha_bar_prev")
+    abs_ = [_check_alpha_bar(n, v) for n, v in zip(names, (alpha_bar_before, alpha_bar_t, alpha_bar_prev))]
+    if not abs_[0] < abs_[1] < abs_[2] < 1.0:
         fail(
             "alpha_bar_before, alpha_bar_t, alpha_bar_prev",
-            (ab_before, ab_t, ab_prev),
+            tuple(abs_),
             "need ᾱ_before < ᾱ_t < ᾱ_prev < 1 (two steps towards the data; the final step is first order)",
         )
-    lam_before, lam_t, lam_prev = half_log_snr(ab_before), half_log_snr(ab_t), half_log_snr(ab_prev)
+    return _dpmpp_2m_coefficients(*abs_)
+
+
+def _dpmpp_2m_coefficients(ab_before, ab_t, ab_prev):
+    lam_before, lam_t, lam_prev = _half_log_snr(ab_before), _half_log_snr(ab_t), _half_log_snr(ab_prev)
     r = (lam_t - lam_before) / (lam_prev - lam_t)
     return r, 1.0 / (2.0 * r)
-
-
-def dpmpp_2m_step(
-    x_t: torch.Tensor,
-    x0_pred: torch.Tensor,
-    x0_pred_before: torch.Tensor | None,
-    alpha_bar_before: float | None,
-    alpha_bar_t: float,
-    alpha_bar_prev: float,
-) -> torch.Tensor:
-    """One DPM-Solver++(2M) step t → t_prev with the x̂₀ of this step and of the step before.
-
-        D = (1 + 1/(2r)) x̂₀_t − 1/(2r) x̂₀_before,   x_prev = (s_prev/s_t) x_t − α_prev (e^{−h} − 1) D.
-
-    First order (D = x̂₀_t) when there is no previous prediction (``x0_pred_before`` None, the first step) or
-    the step goes to ᾱ_prev = 1 (the last step, "lower order final").
-    """
-    if x0_pred_before is None or alpha_bar_prev >= 1.0:
-        return dpmpp_first_order_step(x_t, x0_pred, alpha_bar_t, alpha_bar_prev)
-    if x0_pred_before.shape != x_t.shape:
-        fail("x0_pred_before", x0_pred_before, f"expected the shape of x_t, {tuple(x_t.shape)}")
-    _, c = dpmpp_2m_coefficients(alpha_bar_before, alpha_bar_t, alpha_bar_prev)
-    d = x0_pred + c * (x0_pred - x0_pred_before)
-    return dpmpp_first_order_step(x_t, d, alpha_bar_t, alpha_bar_prev)
 
 
 # ------------------------------------------------------------------------------------------- samplers
 
 
-def dpmpp_2m_sample(
-    eps_model,
-    x_T: torch.Tensor,
-    schedule: NoiseSchedule,
-    timesteps,
-    *,
-    generator: torch.Generator | None = None,
-    labels: torch.Tensor | None = None,
-    return_trajectory: bool = False,
-    progress: bool = False,
-):
-    """DPM-Solver++(2M) from x_T over the descending ``timesteps`` (one ε-evaluation per step).
-
-    The first and the last step (to ᾱ = 1) are first order. Deterministic (``generator`` is unused).
-    Returns x_0 or (x_0, Trajectory).
-    """
-    memory: dict[str, object] = {"x0": None, "alpha_bar": None}
-
-    def step(x, eps, t, t_prev):
-        ab_t, ab_prev = alpha_bar_at(schedule, t), alpha_bar_at(schedule, t_prev)
-        x0_pred = predict_x0(x, eps, ab_t)
-        x_prev = dpmpp_2m_step(x, x0_pred, memory["x0"], memory["alpha_bar"], ab_t, ab_prev)
-        memory["x0"], memory["alpha_bar"] = x0_pred, ab_t
-        return x_prev, x0_pred
-
-    return sample_loop(
-        step,
-        eps_model,
-        x_T,
-        schedule,
-        timesteps,
-        labels=labels,
-        return_trajectory=return_trajectory,
-        progress=progress,
-        desc="DPM-Solver++(2M)",
-    )
-
-
-def euler_sample(
-    eps_model,
-    x_T: torch.Tensor,
-    schedule: NoiseSchedule,
-    timesteps,
-    *,
-    generator: torch.Generator | None = None,
-    labels: torch.Tensor | None = None,
-    return_trajectory: bool = False,
-    progress: bool = False,
-):
+@sampler("euler", diffusers="EulerDiscreteScheduler")
+@torch.no_grad()
+def euler_sample(eps_model, x_T, schedule, timesteps, *, generator=None, labels=None,
+                 return_trajectory=False, progress=False):  # fmt: skip
     """Euler on dx̃/dσ = ε from x_T over the descending ``timesteps`` (= DDIM η = 0; one evaluation per step).
 
     Deterministic (``generator`` is unused). Returns x_0 or (x_0, Trajectory).
     """
-
-    def step(x, eps, t, t_prev):
-        return euler_step(x, eps, alpha_bar_at(schedule, t), alpha_bar_at(schedule, t_prev))
-
-    return sample_loop(
-        step,
-        eps_model,
-        x_T,
-        schedule,
-        timesteps,
-        labels=labels,
-        return_trajectory=return_trajectory,
-        progress=progress,
-        desc="Euler (σ)",
-    )
+    loop = Loop(eps_model, x_T, schedule, timesteps, labels, return_trajectory, progress, "Euler (σ)")
+    x = loop.x_T
+    for i, t, _, ab_t, ab_prev in loop:
+        eps = loop.eps(x, t, i)
+        x, x0_pred = _euler_step(x, eps, ab_t, ab_prev), _predict_x0(x, eps, ab_t)
+        loop.record(x, x0_pred)
+    return loop.result(x)
 
 
-def heun_sample(
-    eps_model,
-    x_T: torch.Tensor,
-    schedule: NoiseSchedule,
-    timesteps,
-    *,
-    generator: torch.Generator | None = None,
-    labels: torch.Tensor | None = None,
-    return_trajectory: bool = False,
-    progress: bool = False,
-):
+@sampler("heun", nfe=lambda steps: 2 * steps - 1)
+@torch.no_grad()
+def heun_sample(eps_model, x_T, schedule, timesteps, *, generator=None, labels=None,
+                return_trajectory=False, progress=False):  # fmt: skip
     """Heun on dx̃/dσ = ε from x_T over the descending ``timesteps``: 2N − 1 evaluations for N steps.
 
-    The corrector evaluates ε at t_prev; the last step (to σ = 0) is an Euler step. Deterministic
+        x̃' = x̃_t + (σ_prev − σ_t) ε_t,   ε' = ε(√ᾱ_prev x̃', t_prev),
+        x̃_prev = x̃_t + (σ_prev − σ_t) (ε_t + ε')/2
+
+    The last step (to σ = 0, where there is no t to evaluate at) is the Euler step. Deterministic
     (``generator`` is unused). Returns x_0 or (x_0, Trajectory); ``x0_preds[i]`` is x̂₀ at ``timesteps[i]``.
     """
-    x_checked, _ = check_sampler_inputs(x_T, schedule, timesteps)
-    checked_labels = check_labels(eps_model, labels, x_checked.shape[0], x_checked.device)
-    counter = {"step": 0}
-
-    def step(x, eps, t, t_prev):
-        i = counter["step"]
-        counter["step"] += 1
-
-        def eps_at_prev(x_pred):
-            return call_eps_model(eps_model, x_pred, t_prev, labels=checked_labels, step=i)
-
-        return heun_step(x, eps, alpha_bar_at(schedule, t), alpha_bar_at(schedule, t_prev), eps_at_prev)
-
-    return sample_loop(
-        step,
-        eps_model,
-        x_T,
-        schedule,
-        timesteps,
-        labels=labels,
-        return_trajectory=return_trajectory,
-        progress=progress,
-        desc="Heun (σ)",
-    )
+    loop = Loop(eps_model, x_T, schedule, timesteps, labels, return_trajectory, progress, "Heun (σ)")
+    x = loop.x_T
+    for i, t, t_prev, ab_t, ab_prev in loop:
+        eps = loop.eps(x, t, i)
+        x0_pred, x_euler = _predict_x0(x, eps, ab_t), _euler_step(x, eps, ab_t, ab_prev)
+        if ab_prev == 1.0:
+            x = x_euler
+        else:
+            x = _euler_step(x, 0.5 * (eps + loop.eps(x_euler, t_prev, i)), ab_t, ab_prev)
+        loop.record(x, x0_pred)
+    return loop.result(x)
 
 
-def solver_nfe(name: str, steps: int) -> int:
-    """ε-model evaluations of ``steps`` steps: N for "euler", "dpmpp2m", "ddim", "ddpm"; 2N − 1 for "heun"
-    (its last step, to σ = 0, skips the correction). The count lives in the sampler registry."""
-    if name not in SAMPLERS:
-        fail("name", name, f"one of {', '.join(map(repr, sorted(SAMPLERS)))}")
-    return nfe(name, steps)
+@sampler("dpmpp2m", diffusers="DPMSolverMultistepScheduler")
+@torch.no_grad()
+def dpmpp_2m_sample(eps_model, x_T, schedule, timesteps, *, generator=None, labels=None,
+                    return_trajectory=False, progress=False):  # fmt: skip
+    """DPM-Solver++(2M) from x_T over the descending ``timesteps`` (one ε-evaluation per step).
+
+        D = x̂₀_t + (x̂₀_t − x̂₀_before)/(2r),   x_prev = (s_prev/s_t) x_t − α_prev (e^{−h} − 1) D
+
+    The first step (no x̂₀_before) and the last (to ᾱ = 1) take D = x̂₀_t. Deterministic (``generator`` is
+    unused). Returns x_0 or (x_0, Trajectory).
+    """
+    loop = Loop(eps_model, x_T, schedule, timesteps, labels, return_trajectory, progress, "DPM-Solver++(2M)")
+    x, x0_before, ab_before = loop.x_T, None, None
+    for i, t, _, ab_t, ab_prev in loop:
+        x0_pred = _predict_x0(x, loop.eps(x, t, i), ab_t)
+        d = x0_pred
+        if x0_before is not None and ab_prev < 1.0:
+            d = x0_pred + _dpmpp_2m_coefficients(ab_before, ab_t, ab_prev)[1] * (x0_pred - x0_before)
+        x = _dpmpp_first_order_step(x, d, ab_t, ab_prev)
+        x0_before, ab_before = x0_pred, ab_t
+        loop.record(x, x0_pred)
+    return loop.result(x)
 
 
-# ------------------------------------------------------------------------------------------- helpers
-
-
-def _first_order_coefficients(alpha_bar_t: float, alpha_bar_prev: float) -> tuple[float, float]:
-    """(s_prev/s_t, 1 − e^{−h}) for a step ᾱ_t → ᾱ_prev, exact at ᾱ_prev = 1 (h = ∞)."""
-    s_ratio = math.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t))
-    h = half_log_snr(alpha_bar_prev) - half_log_snr(alpha_bar_t)
-    if math.isinf(h):
-        return s_ratio, 1.0  # e^{−h} = s_prev α_t / (α_prev s_t) = 0
-    return s_ratio, -math.expm1(-h)
+# ------------------------------------------------------------------------------------------- checks
 
 
 def _check_alpha_bar(name: str, value) -> float:
@@ -349,8 +225,3 @@ def _check_step(x_t, other, alpha_bar_t, alpha_bar_prev, name: str = "eps") -> N
     ab_prev = _check_alpha_bar("alpha_bar_prev", alpha_bar_prev)
     if ab_prev < ab_t:
         fail("alpha_bar_prev", ab_prev, f"must be ≥ alpha_bar_t={ab_t} (a step towards the data)")
-
-
-register_sampler("dpmpp2m", dpmpp_2m_sample, ())
-register_sampler("euler", euler_sample, ())
-register_sampler("heun", heun_sample, (), lambda steps: 2 * steps - 1)

@@ -31,12 +31,9 @@ import math
 import torch
 
 from .._checks import check_int, fail
-from ..schedules import NoiseSchedule
-from .common import alpha_bar_at, check_sampler_inputs, predict_x0, sample_loop
-from .registry import register_sampler
-from .solvers import half_log_snr
-
-__all__ = ["unipc_correct", "unipc_predict", "unipc_sample", "unipc_weights"]
+from .common import Loop, _predict_x0
+from .registry import sampler
+from .solvers import _half_log_snr
 
 MAX_ORDER = 3
 
@@ -80,72 +77,47 @@ def _update(x, lams, preds, lam_n, alpha_bar_n, alpha_bar_t, weights, extra=None
     return x_n
 
 
-def _check_history(lams, preds, order) -> int:
+def unipc_predict(x, lams, preds, alpha_bar_t, alpha_bar_n, order):
+    """UniP of ``order``: from x at λ_t = ``lams[0]`` (ᾱ_t) to ᾱ_n, with x̂₀ predictions ``preds`` (most
+    recent first; ``order`` of them are used). To ᾱ_n = 1 it returns m₀ (first order, h = ∞)."""
+    order = _check_step(lams, preds, order, alpha_bar_t, alpha_bar_n, final_ok=True)
+    return _unipc(x, lams, preds, alpha_bar_t, alpha_bar_n, order)
+
+
+def unipc_correct(x, lams, preds, alpha_bar_t, alpha_bar_n, pred_n, order):
+    """UniC after a UniP of ``order``: the same step from x again, with the x̂₀ ``pred_n`` evaluated at the
+    predicted point joining the ``order`` predictions (order + 1 in all)."""
+    order = _check_step(lams, preds, order, alpha_bar_t, alpha_bar_n, final_ok=False)
+    return _unipc(x, lams, preds, alpha_bar_t, alpha_bar_n, order, pred_n)
+
+
+def _unipc(x, lams, preds, ab_t, ab_n, order, pred_n=None):
+    """UniP (``pred_n`` None) or UniC of ``order`` for the step ᾱ_t → ᾱ_n, without checks."""
+    if ab_n >= 1.0:
+        return preds[0]
+    lam_n = _half_log_snr(ab_n)
+    h = lam_n - lams[0]
+    weights = unipc_weights([(lam - lams[0]) / h for lam in lams[1:order]], h, corrector=pred_n is not None)
+    extra = None if pred_n is None else (1.0, pred_n)
+    return _update(x, lams[:order], preds[:order], lam_n, ab_n, ab_t, weights, extra)
+
+
+def _check_step(lams, preds, order, alpha_bar_t, alpha_bar_n, final_ok: bool) -> int:
     order = check_int("order", order, low=1, high=MAX_ORDER)
     if len(preds) < order or len(lams) < order:
         fail("preds", len(preds), f"order {order} needs {order} x̂₀ predictions and their λ")
+    if alpha_bar_n >= 1.0:
+        if not final_ok:
+            fail("alpha_bar_n", alpha_bar_n, "must be < 1: the corrector needs ε at the new point")
+    elif not _half_log_snr(alpha_bar_n) - lams[0] > 0:
+        fail("alpha_bar_n", alpha_bar_n, f"must be > alpha_bar_t={alpha_bar_t} (a step towards the data)")
     return order
 
 
-def _step(lams, preds, order, alpha_bar_t, alpha_bar_n) -> tuple[int, float, list[float]]:
-    """(order, λ_n, r_k of the earlier points) for a finite step ᾱ_t → ᾱ_n < 1, with the inputs checked."""
-    order = _check_history(lams, preds, order)
-    lam_n = half_log_snr(alpha_bar_n)
-    h = lam_n - lams[0]
-    if not h > 0:
-        fail("alpha_bar_n", alpha_bar_n, f"must be > alpha_bar_t={alpha_bar_t} (a step towards the data)")
-    return order, lam_n, [(lam - lams[0]) / h for lam in lams[1:order]]
-
-
-def unipc_predict(
-    x: torch.Tensor,
-    lams: list[float],
-    preds: list[torch.Tensor],
-    alpha_bar_t: float,
-    alpha_bar_n: float,
-    order: int,
-) -> torch.Tensor:
-    """UniP of ``order``: from x at λ_t = ``lams[0]`` (ᾱ_t) to ᾱ_n, with x̂₀ predictions ``preds`` (most
-    recent first; ``order`` of them are used). To ᾱ_n = 1 it returns m₀ (first order, h = ∞)."""
-    if alpha_bar_n >= 1.0:
-        _check_history(lams, preds, order)
-        return preds[0]
-    order, lam_n, rks = _step(lams, preds, order, alpha_bar_t, alpha_bar_n)
-    weights = unipc_weights(rks, lam_n - lams[0], corrector=False)
-    return _update(x, lams[:order], preds[:order], lam_n, alpha_bar_n, alpha_bar_t, weights)
-
-
-def unipc_correct(
-    x: torch.Tensor,
-    lams: list[float],
-    preds: list[torch.Tensor],
-    alpha_bar_t: float,
-    alpha_bar_n: float,
-    pred_n: torch.Tensor,
-    order: int,
-) -> torch.Tensor:
-    """UniC after a UniP of ``order``: the same step from x again, with the x̂₀ ``pred_n`` evaluated at the
-    predicted point joining the ``order`` predictions (order + 1 in all)."""
-    if not alpha_bar_n < 1.0:
-        fail("alpha_bar_n", alpha_bar_n, "must be < 1: the corrector needs ε at the new point")
-    order, lam_n, rks = _step(lams, preds, order, alpha_bar_t, alpha_bar_n)
-    weights = unipc_weights(rks, lam_n - lams[0], corrector=True)
-    return _update(x, lams[:order], preds[:order], lam_n, alpha_bar_n, alpha_bar_t, weights, (1.0, pred_n))
-
-
-def unipc_sample(
-    eps_model,
-    x_T: torch.Tensor,
-    schedule: NoiseSchedule,
-    timesteps,
-    *,
-    order: int = 2,
-    corrector: bool = True,
-    generator: torch.Generator | None = None,
-    labels: torch.Tensor | None = None,
-    return_trajectory: bool = False,
-    progress: bool = False,
-):
+@sampler("unipc", options=("order", "corrector"))
+@torch.no_grad()
+def unipc_sample(eps_model, x_T, schedule, timesteps, *, order=2, corrector=True, generator=None,
+                 labels=None, return_trajectory=False, progress=False):  # fmt: skip
     """UniPC of ``order`` (1–3; default 2, the DPM-Solver++(2M) predictor) from x_T over the descending
     ``timesteps``: one ε-evaluation per step. ``corrector=False`` gives the bare UniP multistep method.
 
@@ -155,36 +127,18 @@ def unipc_sample(
     order = check_int("order", order, low=1, high=MAX_ORDER)
     if not isinstance(corrector, bool):
         fail("corrector", corrector, "expected True or False")
-    _, ts = check_sampler_inputs(x_T, schedule, timesteps)
-    n_steps = len(ts)
-    state = {"lams": [], "preds": [], "x": None, "alpha_bar": None, "order": 0, "i": 0}
-
-    def step(x, eps, t, t_prev):
-        ab_t, ab_prev = alpha_bar_at(schedule, t), alpha_bar_at(schedule, t_prev)
-        pred = predict_x0(x, eps, ab_t)
+    loop = Loop(eps_model, x_T, schedule, timesteps, labels, return_trajectory, progress, f"UniPC-{order}")
+    x, lams, preds = loop.x_T, [], []
+    x_before = ab_before = p = None
+    for i, t, _, ab_t, ab_prev in loop:
+        pred = _predict_x0(x, loop.eps(x, t, i), ab_t)
         # (at the last listed t the corrected x would be discarded: the final step returns x̂₀ = m₀)
-        if corrector and state["x"] is not None and ab_prev < 1.0:
-            x = unipc_correct(
-                state["x"], state["lams"], state["preds"], state["alpha_bar"], ab_t, pred, state["order"]
-            )
-        state["lams"] = [half_log_snr(ab_t), *state["lams"]][:MAX_ORDER]
-        state["preds"] = [pred, *state["preds"]][:MAX_ORDER]
+        if corrector and x_before is not None and ab_prev < 1.0:
+            x = _unipc(x_before, lams, preds, ab_before, ab_t, p, pred_n=pred)
+        lams, preds = [_half_log_snr(ab_t), *lams][:MAX_ORDER], [pred, *preds][:MAX_ORDER]
         # the history allows this much; the last step (to ᾱ = 1) is order 1, the one before at most 2
-        p = min(order, len(state["preds"]), n_steps - state["i"])
-        state.update(x=x, alpha_bar=ab_t, order=p, i=state["i"] + 1)
-        return unipc_predict(x, state["lams"], state["preds"], ab_t, ab_prev, p), pred
-
-    return sample_loop(
-        step,
-        eps_model,
-        x_T,
-        schedule,
-        timesteps,
-        labels=labels,
-        return_trajectory=return_trajectory,
-        progress=progress,
-        desc=f"UniPC-{order}",
-    )
-
-
-register_sampler("unipc", unipc_sample, ("order", "corrector"))
+        p = min(order, len(preds), len(loop.steps) - i)
+        x_before, ab_before = x, ab_t
+        x = _unipc(x, lams, preds, ab_t, ab_prev, p)
+        loop.record(x, pred)
+    return loop.result(x)
