@@ -9,13 +9,16 @@
 
 ``train`` writes ``<out>/<name>.safetensors`` and ``<out>/<name>.json`` (the exact command, seed, wall-clock
 seconds, device and metrics are in the JSON) and keeps its resume state in ``<out>/train_state.pt``.
-Each command is one ``add_<command>_parser`` function plus one ``run_<command>`` function; new commands
-(``sample``, ``evaluate``) plug into ``build_parser`` the same way.
+Each command is one ``add_<command>_parser`` function plus one ``run_<command>`` function, plugged into
+``build_parser``. ``sample`` and ``evaluate`` take every registered sampler (``--sampler``) and a flag for
+each sampler option (``--eta``, ``--variance``, ``--clip-x0``, ``--order``, ``--corrector``, …), both read
+from the sampler registry, so a new sampler or option needs no change here.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import shlex
 import sys
@@ -28,6 +31,7 @@ import torch
 from .checkpoints import load_checkpoint, save_checkpoint
 from .classifier_training import classifier_accuracy, train_classifier
 from .configs import CONFIGS, get_config
+from .sampling.registry import SAMPLERS
 from .training import NonFiniteLossError, distributed_info, train
 
 
@@ -135,17 +139,37 @@ def run_train(args) -> int:
     return 0
 
 
+def sampler_options() -> dict[str, tuple[type, object, list[str]]]:
+    """Every option of a registered sampler → (type, default, the samplers that take it), read from the
+    registry and the samplers' signatures."""
+    options: dict[str, tuple[type, object, list[str]]] = {}
+    for spec in SAMPLERS.values():
+        params = inspect.signature(spec.fn).parameters
+        for option in spec.options:
+            default = params[option].default
+            options.setdefault(option, (type(default), default, []))[2].append(spec.name)
+    return options
+
+
+def _chosen_options(args) -> dict:
+    return {o: getattr(args, o) for o in sampler_options() if getattr(args, o) is not None}
+
+
 def _add_sampling_arguments(p, n_default: int) -> None:
     """Flags shared by ``sample`` and ``evaluate`` (the logic lives in diffusion_course.generation and
     diffusion_course.evaluation)."""
     p.add_argument(
         "--checkpoint", required=True, help="a shipped name (e.g. mnist-cond) or a checkpoint path"
     )
-    p.add_argument(
-        "--sampler", default="ddim", help="ddpm, ddim, dpmpp2m, euler, heun or unipc (default ddim)"
-    )
+    p.add_argument("--sampler", default="ddim", help=f"one of {', '.join(sorted(SAMPLERS))} (default ddim)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps, 1..T (default 50)")
-    p.add_argument("--eta", type=float, help="DDIM's η (ddim only; default 0: deterministic)")
+    for option, (kind, default, users) in sampler_options().items():
+        flag = "--" + option.replace("_", "-")
+        what = f"option of {', '.join(users)} (default {default})"
+        if kind is bool:
+            p.add_argument(flag, dest=option, action=argparse.BooleanOptionalAction, default=None, help=what)
+        else:
+            p.add_argument(flag, dest=option, type=kind, help=what)
     p.add_argument("--strategy", default="trailing", help="timestep grid (default trailing)")
     p.add_argument(
         "--guidance", type=float, help="CFG scale s in ε_u + s(ε_c − ε_u); conditional models, default 1"
@@ -178,8 +202,8 @@ def run_sample(args) -> int:
     labels = sample_labels(checkpoint.model, args.n, args.label) if args.label is not None else None
     started = time.perf_counter()
     images, labels = generate_samples(
-        checkpoint, args.sampler, args.steps, n=args.n, seed=args.seed, eta=args.eta,
-        strategy=args.strategy, guidance=args.guidance, labels=labels, progress=not args.quiet,
+        checkpoint, args.sampler, args.steps, n=args.n, seed=args.seed, strategy=args.strategy,
+        guidance=args.guidance, labels=labels, progress=not args.quiet, **_chosen_options(args),
     )  # fmt: skip
     seconds = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -229,9 +253,9 @@ def run_evaluate(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     record = evaluate_checkpoint(
-        args.checkpoint, args.sampler, args.steps, n=args.n, seed=args.seed, eta=args.eta,
-        strategy=args.strategy, guidance=args.guidance, device=args.device, progress=not args.quiet,
-        repeats=args.repeats,
+        args.checkpoint, args.sampler, args.steps, n=args.n, seed=args.seed, strategy=args.strategy,
+        guidance=args.guidance, device=args.device, progress=not args.quiet, repeats=args.repeats,
+        **_chosen_options(args),
     )  # fmt: skip
     if args.json:
         print(json.dumps(record))

@@ -118,6 +118,7 @@ def evaluate_checkpoint(
     device: str | torch.device = "auto",
     progress: bool = False,
     repeats: int = 1,
+    **options,
 ) -> dict:
     """Draw ``n`` samples of ``checkpoint`` (a name, a path, or a loaded ``Checkpoint``), score them; return
     the ``evaluate`` record. ``device`` is where a name or path is loaded; a ``Checkpoint`` stays on its own.
@@ -126,7 +127,10 @@ def evaluate_checkpoint(
     the first seed's, plus ``runs`` (each seed's scores) and, for each score, its mean and standard deviation
     over the seeds (``fd_seeds_mean``, ``fd_seeds_std``, …), the spread that the intervals should cover.
 
-    Keys: checkpoint, sampler, steps, strategy, eta, guidance, n, seed, nfe (counted network evaluations
+    Other keyword ``options`` go to the sampler (``variance="beta"`` for ddpm, ``order=3`` for unipc, …).
+
+    Keys: checkpoint, sampler, steps, strategy, eta, options (the other sampler options that were set),
+    guidance, n, seed, nfe (counted network evaluations
     per sample), seconds (wall-clock sampling time), device, then the scores of :func:`evaluate_samples`
     (``fd`` and, for conditional models, ``label_accuracy`` with labels 0..K−1 in turn; ``sliced_w2`` for
     2-D points).
@@ -138,7 +142,7 @@ def evaluate_checkpoint(
     if repeats > 1:
         runs = [
             evaluate_checkpoint(checkpoint, sampler, steps, n=n, seed=seed + r, eta=eta, strategy=strategy,
-                                guidance=guidance, device=device, progress=progress)
+                                guidance=guidance, device=device, progress=progress, **options)
             for r in range(repeats)
         ]  # fmt: skip
         record = dict(runs[0], repeats=repeats, runs=runs)
@@ -159,7 +163,7 @@ def evaluate_checkpoint(
     start = time.perf_counter()
     samples, labels = generate_samples(
         checkpoint, sampler, steps, n=n, seed=seed, eta=eta, strategy=strategy, guidance=guidance,
-        eps_model=counter, device=model_device(model), progress=progress,
+        eps_model=counter, device=model_device(model), progress=progress, **options,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     record = {
@@ -168,6 +172,7 @@ def evaluate_checkpoint(
         "steps": steps,
         "strategy": strategy,
         "eta": eta,
+        "options": {k: v for k, v in options.items() if v is not None},
         "guidance": guidance,
         "n": n,
         "seed": seed,

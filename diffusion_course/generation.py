@@ -2,17 +2,17 @@ r"""Sampling a checkpoint: the code behind ``python -m diffusion_course sample``
 so notebooks call exactly what the command line runs.
 
 :func:`generate_samples` draws ``n`` samples of a loaded :class:`~diffusion_course.checkpoints.Checkpoint`
-with a named sampler (``diffusion_course.sampling.registry.SAMPLERS``: ddpm, ddim, dpmpp2m, euler, heun, …)
-on the schedule the model was trained with. x_T and the sampler's noise come from one CPU ``torch.Generator``
-seeded with ``seed``, so the same seed gives the same samples on any device. A conditional model gets
+with a sampler named in the registry (``diffusion_course.sampling.SAMPLERS``) on the schedule the model was
+trained with. x_T and the sampler's noise come from one CPU ``torch.Generator`` seeded with ``seed``, so the
+same seed gives the same samples on any device. A conditional model gets
 ``labels`` (default: 0, 1, …, K−1, 0, 1, … in turn) and classifier-free guidance with scale s,
 
     ε̃ = ε_u + s (ε_c − ε_u)          (``CFG(model, s, convention="s")``),
 
 where s = 1 (the default) is the plain conditional model: it is run alone, one evaluation per step.
 :class:`EvalCounter` counts the rows the network evaluates, so rows / n is the exact number of function
-evaluations per sample (N per N-step DDIM/DDPM/Euler/DPM-Solver++ run, 2N − 1 for Heun, twice that under
-guidance, where ``CFG`` runs the network on a batch of 2B).
+evaluations per sample: the registry's ``nfe(steps)`` for the sampler, twice that under guidance, where
+``CFG`` runs the network on a batch of 2B.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ._checks import check_float, check_int, fail
 from .checkpoints import Checkpoint
 from .profiles import resolve_device
 from .sampling.guidance import CFG
-from .sampling.registry import SAMPLERS, run_sampler
+from .sampling.registry import get_sampler, run_sampler
 from .sampling.timesteps import STRATEGIES
 
 
@@ -102,14 +102,12 @@ def model_device(model) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def check_sampling_options(sampler: str, steps: int, T: int, eta, strategy) -> None:
-    """One readable ValueError per bad option, before any work is done."""
-    if sampler not in SAMPLERS:
-        fail("sampler", sampler, f"known samplers are {', '.join(sorted(SAMPLERS))}")
+def check_sampling_options(sampler: str, steps: int, T: int, eta, strategy, **options) -> None:
+    """One readable ValueError per bad option, before any work is done (the options a sampler takes come
+    from the registry)."""
+    get_sampler(sampler).check_options({"eta": eta, **options})
     check_int("steps", steps, low=1, high=T)
     if eta is not None:
-        if sampler != "ddim":
-            fail("eta", eta, f"η is an option of the ddim sampler only, not of {sampler!r}")
         check_float("eta", eta, low=0.0)
     if isinstance(strategy, str) and strategy not in STRATEGIES:
         fail("strategy", strategy, f"known strategies are {', '.join(STRATEGIES)}")
@@ -155,7 +153,7 @@ def generate_samples(
             checkpoint.info.get("name"),
             "it records no noise schedule (not a diffusion checkpoint)",
         )
-    check_sampling_options(sampler, steps, schedule.T, eta, strategy)
+    check_sampling_options(sampler, steps, schedule.T, eta, strategy, **options)
     shape = sample_shape(checkpoint.info)
     model = checkpoint.model if eps_model is None else eps_model
     guided = guided_model(model, guidance)

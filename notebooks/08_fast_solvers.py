@@ -69,7 +69,7 @@ from diffusion_course.sampling import (
     timestep_grid,
     unipc_sample,
 )
-from diffusion_course.sampling.registry import nfe
+from diffusion_course.sampling.registry import SAMPLERS, nfe
 from diffusion_course.scoring import Estimate, Scorer, compare, wilson_interval
 
 P = get_profile()
@@ -328,8 +328,8 @@ result
 # ## 4. Quality against NFE on the oracle
 #
 # Now the race. Each sampler gets a budget of network evaluations, NFE ∈ {5, 10, 15, 20, 50}, and takes as
-# many steps as fit in it; the count per step comes from the sampler registry (`nfe`): one per step for
-# DDIM and DPM-Solver++, 2N − 1 for N Heun steps. Euler is DDIM (section 1), so it is not run again. They
+# many steps as fit in it; the samplers and their count per step come from the sampler registry
+# (`SAMPLERS[name].fn`, `nfe`, `steps_within`): one per step for DDIM and DPM-Solver++, 2N − 1 for N Heun steps. Euler is DDIM (section 1), so it is not run again. They
 # use the course's "trailing" grid (code indices 999, 899, …, 99 for 10 steps), and DPM-Solver++ runs once
 # more on the "log" grid, which ends at index 0 (999, 463, 214, 99, …, 1, 0). All start from the same x_T
 # (index 999). Two measures:
@@ -344,14 +344,14 @@ result
 
 # %%
 budgets = [5, 10, 15, 20, 50]
-samplers = {"DDIM": ddim_sample, "Heun": heun_sample, "DPM-Solver++(2M)": dpmpp_2m_sample}
 keys = {"DDIM": "ddim", "Heun": "heun", "DPM-Solver++(2M)": "dpmpp2m"}  # names in the sampler registry
+samplers = {name: SAMPLERS[key].fn for name, key in keys.items()}
 race = [(name, "trailing") for name in samplers] + [("DPM-Solver++(2M)", "log")]
 
 
 def steps_for(name, budget):
     """The most steps sampler ``name`` can take within ``budget`` evaluations (counted by the registry)."""
-    return max(steps for steps in range(1, budget + 1) if nfe(keys[name], steps) <= budget)
+    return SAMPLERS[keys[name]].steps_within(budget)
 
 
 mixture_refs = [

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from diffusion_course.checkpoints import load_checkpoint
-from diffusion_course.cli import main
+from diffusion_course.cli import build_parser, main
 from diffusion_course.data import load_mnist
 from diffusion_course.evaluation import evaluate_checkpoint, evaluate_samples, load_classifier, toy_reference
 from diffusion_course.generation import EvalCounter, generate_samples
@@ -185,6 +185,22 @@ def test_toy_reference_is_fixed_and_scored():
     assert evaluate_samples(toy_reference(500))["sliced_w2"] == 0.0
 
 
+def test_every_sampler_option_is_a_flag_that_reaches_the_sampler(tiny, capsys):
+    """The flags come from the registry: each option of each sampler, typed by the sampler's default."""
+    record = run_json(capsys, "--checkpoint", tiny, "--sampler", "unipc", "--order", "3", "--no-corrector",
+                      "--steps", "4", "--n", "10")  # fmt: skip
+    assert record["options"] == {"order": 3, "corrector": False}
+    checkpoint = load_checkpoint(tiny, device="cpu")
+    expected, _ = generate_samples(checkpoint, "unipc", 4, n=10, seed=0, order=3, corrector=False)
+    default, _ = generate_samples(checkpoint, "unipc", 4, n=10, seed=0)
+    assert not torch.allclose(expected, default)
+    record = run_json(capsys, "--checkpoint", tiny, "--sampler", "ddpm", "--variance", "beta", "--clip-x0",
+                      "--steps", "4", "--n", "10")  # fmt: skip
+    assert record["options"] == {"variance": "beta", "clip_x0": True}
+    flags = set(vars(build_parser().parse_args(["evaluate", "--checkpoint", "x"])))
+    assert {o for spec in SAMPLERS.values() for o in spec.options} <= flags
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -194,6 +210,10 @@ def test_toy_reference_is_fixed_and_scored():
         (["evaluate", "--checkpoint", "toy2d", "--guidance", "3"], ["guidance=3.0", "unconditional"]),
         (["sample", "--checkpoint", "TINY", "--label", "10", "--out", "x.png"], ["label=10", "0..9"]),
         (["evaluate", "--checkpoint", "TINY", "--sampler", "ddpm", "--eta", "0.5"], ["eta=0.5", "ddim"]),
+        (
+            ["evaluate", "--checkpoint", "TINY", "--order", "3"],
+            ["order=3", "'ddim' takes", "option of unipc"],
+        ),
         (["evaluate", "--checkpoint", "TINY", "--steps", "1001"], ["steps=1001", "1..1000"]),
         (
             ["evaluate", "--checkpoint", "TINY", "--sampler", "plms"],

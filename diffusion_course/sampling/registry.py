@@ -52,7 +52,9 @@ class Sampler:
         for key, value in options.items():
             if key not in self.options and value is not None:
                 allowed = ", ".join(self.options) or "none"
-                fail(key, value, f"sampler {self.name!r} takes the options {allowed}")
+                takers = [name for name, spec in SAMPLERS.items() if key in spec.options]
+                where = f" ({key} is an option of {', '.join(takers)})" if takers else ""
+                fail(key, value, f"sampler {self.name!r} takes the options {allowed}{where}")
         return {k: v for k, v in options.items() if v is not None}
 
 
