@@ -89,7 +89,7 @@ def check_labels(
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
         fail("labels", labels, "expected an integer torch.Tensor (torch.long) of class indices")
     if labels.shape != (batch,):
-        fail("labels", labels, f"expected shape ({batch},), one label per sample (per image)")
+        fail("labels", labels, f"expected shape ({batch},), one label per image (per sample)")
     top = None if num_classes is None else num_classes if null_class else num_classes - 1
     if top is not None and batch and (int(labels.min()) < 0 or int(labels.max()) > top):
         null = f", or {num_classes} for the null class" if null_class else ""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_float, check_int, fail
+from ._checks import check_float, check_int, check_labels, fail
 from .checkpoints import Checkpoint
 from .profiles import resolve_device
 from .sampling.guidance import CFG
@@ -76,11 +76,7 @@ def sample_labels(model, n: int, labels=None) -> torch.Tensor | None:
     if isinstance(labels, int) and not isinstance(labels, bool):
         check_int("label", labels, low=0, high=num_classes - 1)
         return torch.full((n,), labels, dtype=torch.long)
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.shape != (n,):
-        fail("labels", labels, f"expected an int in 0..{num_classes - 1} or a LongTensor of shape ({n},)")
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        fail("labels", labels, f"class labels lie in 0..{num_classes - 1}")
-    return labels.long().cpu()
+    return check_labels(labels, n, num_classes, device="cpu", note=" (or one int for every sample)")
 
 
 def guided_model(model, guidance: float | None):

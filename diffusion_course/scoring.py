@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ._checks import check_float, check_int, fail
+from ._checks import check_float, check_int, check_labels, fail
 from .metrics import (
     _check_points,
     _check_same_dim,
@@ -248,9 +248,7 @@ class Scorer:
         check_int("number of samples", n, low=4)
         correct = None
         if labels is not None:
-            if not isinstance(labels, torch.Tensor) or labels.shape != (n,):
-                fail("labels", labels, f"expected a LongTensor of shape ({n},), one label per sample")
-            correct = int((self.predictions(samples) == labels.cpu()).sum())
+            correct = int((self.predictions(samples) == check_labels(labels, n, None, device="cpu")).sum())
         return self.score_features(self.features(samples), correct)
 
     def score_features(self, feats: torch.Tensor, correct: int | None = None) -> Scores:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_float, check_image_batch, check_int, fail
+from ._checks import check_float, check_image_batch, check_int, check_labels, fail
 from .checkpoints import load_training_state, save_training_state
 from .profiles import resolve_device
 
@@ -239,12 +239,7 @@ def check_training_data(images, labels, num_classes: int | None) -> None:
     check_image_batch("images", images)
     if labels is None:
         return
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        fail("labels", labels, "expected an integer LongTensor of shape (N,) or None")
-    if labels.shape != (images.shape[0],):
-        fail("labels", labels, f"expected shape ({images.shape[0]},), one label per image")
-    if num_classes is not None and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        fail("labels", labels, f"class labels must lie in 0..{num_classes - 1}")
+    check_labels(labels, images.shape[0], num_classes)
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
