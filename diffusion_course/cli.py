@@ -59,6 +59,10 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state.pt if present")
     p.add_argument("--checkpoint-every", type=int, help="steps between resume states (0: only at the end)")
     p.add_argument(
+        "--time-budget", type=float, metavar="SECONDS",
+        help="stop after this much wall clock (after a whole step), write the checkpoint; --resume continues",
+    )  # fmt: skip
+    p.add_argument(
         "--threads", type=int, help="CPU threads for torch (fewer can be faster on a busy machine)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -86,6 +90,8 @@ def run_train(args) -> int:
             raise ValueError("the classifier trains in one process; run it without torchrun")
         if args.resume:
             raise ValueError("--resume is for diffusion runs; the classifier run is short and restarts")
+        if args.time_budget is not None:
+            raise ValueError("--time-budget is for diffusion runs; the classifier run is short")
         result = train_classifier(model, images, labels, run.train, progress=not args.quiet)
     else:
         result = train(
@@ -97,6 +103,7 @@ def run_train(args) -> int:
             out_dir=args.out,
             resume=args.resume,
             progress=not args.quiet,
+            time_budget=args.time_budget,
         )
     seconds = time.perf_counter() - started
     info = distributed_info()
@@ -130,12 +137,15 @@ def run_train(args) -> int:
             "device": result.device,
             "world_size": info.world_size,
             "resumed": bool(args.resume),
+            "time_budget": args.time_budget,
+            "stopped": getattr(result, "stopped", None),
         },
     )
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if v is not None)
-    print(
-        f"wrote {path} and {path.with_suffix('.safetensors')} ({result.step} steps, {seconds:.0f} s, {shown})"
-    )
+    stopped = getattr(result, "stopped", None)
+    why = f"; stopped at the time budget of {args.time_budget:g} s, --resume continues" if stopped else ""
+    weights = path.with_suffix(".safetensors")
+    print(f"wrote {path} and {weights} ({result.step} steps, {seconds:.0f} s, {shown}{why})")
     return 0
 
 

@@ -119,6 +119,17 @@ register(RunConfig(
     expected_time="≈ 35–60 min on 2 CPU cores, a few minutes on one GPU",
 ))  # fmt: skip
 register(RunConfig(
+    name="mnist-cond-fast",
+    description="mnist-cond's UNet for one sitting on a laptop: higher lr, Min-SNR-5 loss weight, short EMA",
+    task="diffusion",
+    model_kind="unet",
+    model_config=UNET_QUICK,
+    data="mnist-train",
+    train=TrainConfig(steps=6000, batch_size=64, lr=2e-3, warmup_steps=100, grad_clip=1.0, ema_decay=0.995,
+                      p_uncond=0.1, min_snr_gamma=5.0, log_every=25, checkpoint_every=500),
+    expected_time="run it with --time-budget 600 (docs/benchmarks/training.md: quality against seconds)",
+))  # fmt: skip
+register(RunConfig(
     name="mnist-cond-full",
     description="class-conditional UNet (≈6.5M params, dropout 0.1) on the MNIST train split, for a GPU",
     task="diffusion",

@@ -23,6 +23,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +61,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True
     p_uncond: float = 0.0
+    min_snr_gamma: float = 0.0  # loss weight min(SNR_t, γ)/SNR_t (Hang et al. 2023); 0 = plain ε-MSE
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 0  # steps between resume states in out_dir; 0 = only at the end
@@ -75,6 +78,7 @@ class TrainConfig:
         check_float("grad_clip", self.grad_clip, low=0.0)
         check_float("ema_decay", self.ema_decay, low=0.0, high=1.0)
         check_float("p_uncond", self.p_uncond, low=0.0, high=1.0)
+        check_float("min_snr_gamma", self.min_snr_gamma, low=0.0)
         check_int("seed", self.seed, low=0)
         check_int("log_every", self.log_every, low=1)
         check_int("checkpoint_every", self.checkpoint_every, low=0)
@@ -100,6 +104,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # one per step, averaged over ranks
     step: int = 0
     device: str = "cpu"
+    stopped: str | None = None  # why the run ended before config.steps: "time budget" or "stop requested"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -113,10 +118,17 @@ def diffusion_loss(
     labels: torch.Tensor | None = None,
     p_uncond: float = 0.0,
     generator: torch.Generator | None = None,
+    min_snr_gamma: float = 0.0,
 ) -> torch.Tensor:
-    """L = mean ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t, y)‖², t ~ U{0..T−1}; y → null class w.p. ``p_uncond``."""
+    """L = mean ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t, y)‖², t ~ U{0..T−1}; y → null class w.p. ``p_uncond``.
+
+    With ``min_snr_gamma`` = γ > 0 each sample's squared error is weighted by min(SNR_t, γ)/SNR_t,
+    SNR_t = ᾱ_t/(1−ᾱ_t) (Min-SNR-γ, Hang et al. 2023, for ε-prediction): the low-noise steps, whose ε
+    error says little about x_0, stop dominating the gradient.
+    """
     check_image_batch("x0", x0)
     p_uncond = check_float("p_uncond", p_uncond, low=0.0, high=1.0)
+    gamma = check_float("min_snr_gamma", min_snr_gamma, low=0.0)
     batch, dev = x0.shape[0], (generator.device if generator is not None else x0.device)
     t = torch.randint(0, schedule.T, (batch,), generator=generator, device=dev).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
@@ -132,7 +144,12 @@ def diffusion_loss(
         labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
     x_t = schedule.q_sample(x0, t, noise)
     eps = model(x_t, t, labels=labels) if labels is not None else model(x_t, t)
-    return F.mse_loss(eps.float(), noise.float())
+    if gamma == 0.0:
+        return F.mse_loss(eps.float(), noise.float())
+    alpha_bar = schedule.alpha_bar.to(x0.device)[t]
+    snr = alpha_bar / (1.0 - alpha_bar)
+    weight = (snr.clamp(max=gamma) / snr).float()
+    return (weight * (eps.float() - noise.float()).pow(2).flatten(1).mean(dim=1)).mean()
 
 
 class EMA:
@@ -262,12 +279,21 @@ def train(
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
+    *,
+    time_budget: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_log: Callable[[int, list[float], nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train an ε-model on ``images`` (N, …) [with ``labels`` (N,)] with ``diffusion_loss``.
 
     With ``out_dir`` the resume state (weights, EMA, optimizer, step, losses, RNG states of every rank) is
     written to ``out_dir/train_state.pt`` every ``checkpoint_every`` steps and at the end; ``resume=True``
     continues from it (or starts fresh when there is none). The model is trained in place.
+
+    The run ends early, after a whole step, when ``time_budget`` seconds of wall clock have passed since the
+    call or when ``should_stop()`` returns True (all ranks stop together); the resume state is then written
+    as at the end, so ``resume=True`` continues exactly where it stopped, and ``TrainResult.stopped`` says
+    why. ``on_log(step, losses, ema_model)`` is called every ``log_every`` steps (e.g. for a live plot).
     """
     if not isinstance(config, TrainConfig):
         fail("config", type(config).__name__, "expected a TrainConfig")
@@ -279,6 +305,12 @@ def train(
         fail("p_uncond", config.p_uncond, "label dropout needs a conditional model and labels")
     if resume and out_dir is None:
         fail("resume", resume, "resuming needs out_dir (the folder holding train_state.pt)")
+    if time_budget is not None:
+        time_budget = check_float("time_budget", time_budget, low=0.0)
+    for name, fn in (("should_stop", should_stop), ("on_log", on_log)):
+        if fn is not None and not callable(fn):
+            fail(name, fn, "expected a function (or None)")
+    started = time.perf_counter()
 
     info = init_distributed(config.device)
     device = training_device(config.device, info)
@@ -352,6 +384,19 @@ def train(
         bar.update(len(values))
         bar.set_postfix(loss=f"{np.mean(values):.4f}")
 
+    def stop_reason() -> str | None:
+        reason = None
+        if time_budget is not None and time.perf_counter() - started >= time_budget:
+            reason = "time budget"
+        elif should_stop is not None and should_stop():
+            reason = "stop requested"
+        if info.world_size > 1:  # every rank must leave the loop at the same step
+            codes = torch.tensor([("time budget", "stop requested", None).index(reason)], device=device)
+            dist.all_reduce(codes, op=dist.ReduceOp.MIN)
+            reason = ("time budget", "stop requested", None)[int(codes)]
+        return reason
+
+    stopped = None
     ddp_model.train()
     while step < config.steps:
         idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=data_gen).to(device)
@@ -360,7 +405,9 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = diffusion_loss(ddp_model, x0, schedule, y, config.p_uncond, generator=noise_gen)
+            loss = diffusion_loss(
+                ddp_model, x0, schedule, y, config.p_uncond, noise_gen, min_snr_gamma=config.min_snr_gamma
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -372,15 +419,27 @@ def train(
         save_now = state_path is not None and (
             step == config.steps or (config.checkpoint_every and step % config.checkpoint_every == 0)
         )
-        if save_now or step % config.log_every == 0 or step == config.steps:
+        logged = save_now or step % config.log_every == 0 or step == config.steps
+        if logged:
             flush_losses()  # never write a state whose loss was not checked
         if save_now:
             save_state()
+        if logged and on_log is not None and info.is_main:
+            on_log(step, losses, ema.model)
+        if step < config.steps and (time_budget is not None or should_stop is not None):
+            stopped = stop_reason()
+            if stopped is not None:
+                if pending:
+                    flush_losses()
+                if state_path is not None and not save_now:
+                    save_state()
+                break
     if pending:
         flush_losses()
     bar.close()
     model.eval()
-    return TrainResult(model=model, ema_model=ema.model, losses=losses, step=step, device=str(device))
+    return TrainResult(model=model, ema_model=ema.model, losses=losses, step=step, device=str(device),
+                       stopped=stopped)  # fmt: skip
 
 
 def _check_resume_compatible(
@@ -398,9 +457,9 @@ def _check_resume_compatible(
             info.world_size,
             f"{path} was written by a run with {state.get('world_size')} processes",
         )
-    saved = state.get("config", {})
+    saved, defaults = state.get("config", {}), TrainConfig().to_dict()
     for name, value in config.to_dict().items():
-        if name not in RESUMABLE_CHANGES and saved.get(name) != value:
+        if name not in RESUMABLE_CHANGES and saved.get(name, defaults[name]) != value:
             fail(f"config.{name}", value, f"resuming {path} needs the saved run's value {saved.get(name)!r}")
     if state["step"] > config.steps:
         fail("config.steps", config.steps, f"{path} is already at step {state['step']}")

@@ -56,6 +56,24 @@ def test_resume_continues_to_the_same_weights(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_time_budget_stops_with_a_checkpoint_and_resume_finishes(tmp_path, capsys):
+    common = ["--config", "test-toy2d", "--quiet", "--threads", "1", "--steps", "6"]
+    assert main(["train", *common, "--out", str(tmp_path / "straight")]) == 0
+    assert main(["train", *common, "--out", str(tmp_path / "cut"), "--time-budget", "0"]) == 0
+    assert "stopped at the time budget of 0 s, --resume continues" in capsys.readouterr().out
+    cut = load_checkpoint(tmp_path / "cut" / "test-toy2d", device="cpu")
+    assert cut.info["step"] == 1 and cut.info["stopped"] == "time budget" and cut.info["time_budget"] == 0.0
+    assert main(["train", *common, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    resumed = load_checkpoint(tmp_path / "cut" / "test-toy2d", device="cpu")
+    straight = load_checkpoint(tmp_path / "straight" / "test-toy2d", device="cpu")
+    assert resumed.info["step"] == 6 and resumed.info["stopped"] is None
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    capsys.readouterr()
+    assert main(["train", *common, "--out", str(tmp_path / "bad"), "--time-budget", "-1"]) == 2
+    assert capsys.readouterr().err.startswith("error: time_budget=-1.0 is not allowed: must be ≥ 0")
+
+
 def test_classifier_config_records_its_accuracy(tmp_path):
     assert (
         main(["train", "--config", "test-classifier", "--out", str(tmp_path), "--quiet", "--threads", "1"])

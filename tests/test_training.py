@@ -89,6 +89,31 @@ def test_diffusion_loss_is_eps_mse_at_uniform_t():
     assert torch.allclose(loss, ((model(x_t, t) - noise) ** 2).mean(), atol=1e-6)
 
 
+def test_min_snr_weighting_is_min_snr_gamma_over_snr():
+    x0 = torch.rand(64, 1, 4, 4) * 2 - 1
+
+    def zero_model(x, t):
+        return torch.zeros_like(x)
+
+    def draws(seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.randint(0, SCHEDULE.T, (64,), generator=g), torch.randn(x0.shape, generator=g)
+
+    t, noise = draws(3)
+    snr = SCHEDULE.alpha_bar[t] / (1 - SCHEDULE.alpha_bar[t])
+    weight = (snr.clamp(max=5.0) / snr).float()
+    expected = (weight * noise.pow(2).flatten(1).mean(1)).mean()
+    got = diffusion_loss(
+        zero_model, x0, SCHEDULE, generator=torch.Generator().manual_seed(3), min_snr_gamma=5.0
+    )
+    torch.testing.assert_close(got, expected)
+    assert 0 < float(weight.min()) < 1 and float(weight.max()) == 1.0  # only the low-noise steps are damped
+    plain = diffusion_loss(zero_model, x0, SCHEDULE, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(plain, torch.nn.functional.mse_loss(torch.zeros_like(noise), noise))
+    with pytest.raises(ValueError, match="^min_snr_gamma=-1.0"):
+        diffusion_loss(zero_model, x0, SCHEDULE, min_snr_gamma=-1.0)
+
+
 def test_diffusion_loss_covers_every_timestep():
     model = Recorder()
     schedule = linear_schedule(10)
@@ -212,6 +237,51 @@ def test_extending_a_finished_run_matches_one_long_run(points, tmp_path):
     resumed = train(model(), x, y, SCHEDULE, config, out_dir=tmp_path, resume=True, progress=False)
     assert same_weights(resumed.model, straight.model) and same_weights(resumed.ema_model, straight.ema_model)
     assert resumed.losses == straight.losses
+
+
+def test_a_time_budget_stops_cleanly_and_resume_continues_exactly(points, tmp_path):
+    """Stopped by the budget after a whole step: the state is written, and resuming gives the straight run."""
+    x, y = points
+    model = lambda: MLP(hidden=16, depth=2, time_dim=8, num_classes=4)  # noqa: E731
+    config = quiet(steps=12, p_uncond=0.2, log_every=4)
+    torch.manual_seed(0)
+    straight = train(model(), x, y, SCHEDULE, config, progress=False)
+    torch.manual_seed(0)
+    cut = train(model(), x, y, SCHEDULE, config, out_dir=tmp_path, progress=False, time_budget=0.0)
+    assert cut.stopped == "time budget" and cut.step == 1 and len(cut.losses) == 1
+    assert load_training_state(tmp_path / "train_state.pt")["step"] == 1
+    resumed = train(model(), x, y, SCHEDULE, config, out_dir=tmp_path, resume=True, progress=False)
+    assert resumed.stopped is None and resumed.step == 12
+    assert same_weights(resumed.model, straight.model) and same_weights(resumed.ema_model, straight.ema_model)
+    assert resumed.losses == straight.losses
+    # a budget the run fits in changes nothing
+    torch.manual_seed(0)
+    roomy = train(model(), x, y, SCHEDULE, config, progress=False, time_budget=3600)
+    assert roomy.stopped is None and same_weights(roomy.model, straight.model)
+
+
+def test_should_stop_and_on_log(points):
+    x, y = points
+    logged = []
+
+    def on_log(step, losses, ema_model):
+        logged.append((step, len(losses)))
+
+    model = MLP(hidden=8, depth=1, num_classes=4)
+    config = quiet(steps=20, log_every=3)
+    result = train(
+        model, x, y, SCHEDULE, config, progress=False, should_stop=lambda: len(logged) == 2, on_log=on_log
+    )
+    assert result.stopped == "stop requested" and result.step == 6
+    assert logged == [(3, 3), (6, 6)]
+    for name, value in (
+        ("time_budget", -1.0),
+        ("time_budget", float("nan")),
+        ("should_stop", 3),
+        ("on_log", "x"),
+    ):
+        with pytest.raises(ValueError, match=f"^{name}="):
+            train(MLP(hidden=8, depth=1, num_classes=4), x, y, SCHEDULE, quiet(steps=2), **{name: value})
 
 
 def test_resume_refuses_a_different_run(points, tmp_path):
