@@ -66,6 +66,26 @@ class Checkpoint:
     classes: int | None
 
 
+MINE = "mine"  # the learner's own model, trained in notebook 02
+
+
+def my_checkpoint_path() -> Path:
+    """Where notebook 02 saves the learner's model: ``my_checkpoints/mine.json`` beside the notebooks (the
+    working directory), or ``$DIFFUSION_COURSE_MY_CHECKPOINTS/mine.json``."""
+    return Path(os.environ.get("DIFFUSION_COURSE_MY_CHECKPOINTS", "my_checkpoints")) / f"{MINE}.json"
+
+
+def load_lesson_checkpoint(name: str = "mnist-cond", device: str | torch.device = "auto", *,
+                           fallback: str = "mnist-cond") -> Checkpoint:  # fmt: skip
+    """The model a lesson samples: a shipped name, a path, or ``"mine"``, the learner's own model from
+    notebook 02, which falls back to the shipped ``fallback`` (saying so) while the learner has none."""
+    if name == MINE and not my_checkpoint_path().is_file():
+        print(f"You have no model of your own yet ({my_checkpoint_path()} does not exist): train one in "
+              f"notebook 02 ('Train your own'). This lesson uses the shipped {fallback!r}.")  # fmt: skip
+        name = fallback
+    return load_checkpoint(name, device)
+
+
 def checkpoints_dir() -> Path:
     """``data_dir()/checkpoints``: the repository's ``data/`` folder, or ``$DIFFUSION_COURSE_DATA``."""
     return data_dir() / "checkpoints"
@@ -174,6 +194,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     stem = checkpoint_stem(name_or_path)
     if stem.with_suffix(".json").is_file():
         return stem.with_suffix(".json")
+    if text == MINE and my_checkpoint_path().is_file():
+        return my_checkpoint_path()
     is_bare_name = os.sep not in text and "/" not in text and not text.endswith((".json", ".safetensors"))
     if is_bare_name and (checkpoints_dir() / f"{text}.json").is_file():
         return checkpoints_dir() / f"{text}.json"

@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from diffusion_course import get_profile, make_schedule, viz, widgets
-from diffusion_course.checkpoints import load_checkpoint
+from diffusion_course.checkpoints import load_lesson_checkpoint
 from diffusion_course.data import load_mnist
 from diffusion_course.exercises.ddpm import check_ddpm_step, check_posterior_mean, check_x0_from_eps
 from diffusion_course.sampling import ddpm_posterior, ddpm_sample, ddpm_step, predict_x0, timestep_grid
@@ -234,12 +234,14 @@ result
 # the square root: one factor (1−ᾱ_t) from the posterior cancels against the √(1−ᾱ_t) of x̂_0 and leaves
 # **√(1−ᾱ_t)** under β_t. Writing (1−ᾱ_t) there is the classic slip, and it is not a small one.
 #
-# Time for the trained model (notebook 02's `mnist-cond`: a class-conditional U-Net, labels 0…9). We noise
+# Time for a trained model: the shipped `mnist-cond` (a class-conditional U-Net, labels 0…9), or your own
+# from notebook 02's "Train your own" with `MODEL = "mine"`. We noise
 # four real digits to code index 100, ask the model for ε, and compare three things: the package's step
 # (`ddpm_step`, which goes through x̂_0 and μ̃), the ε form above typed in by hand, and the ε form with the slip.
 
 # %%
-checkpoint = load_checkpoint("mnist-cond", device=P.device)
+MODEL = "mnist-cond"  # or "mine": your model from notebook 02
+checkpoint = load_lesson_checkpoint(MODEL, device=P.device)
 model, schedule = checkpoint.model, checkpoint.schedule  # the schedule the model was trained with
 T = schedule.T
 print(f"{checkpoint.info['name']}: {checkpoint.info['num_parameters']:,} parameters, {schedule.name} schedule, T = {T}")

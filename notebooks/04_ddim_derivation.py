@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from diffusion_course import get_profile, make_schedule, viz
-from diffusion_course.checkpoints import load_checkpoint
+from diffusion_course.checkpoints import load_lesson_checkpoint
 from diffusion_course.data import load_mnist
 from diffusion_course.exercises.ddim import check_ddim_sigma, check_ddim_step
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
@@ -204,10 +204,12 @@ for eta, (mean_error, cov_error) in errors.items():
 # After the last listed timestep the sampler steps to the clean image, ᾱ = 1: then σ = 0 and the noise
 # term vanishes, so the output **is** the last x̂_0.
 #
-# Now on the trained model (notebook 02's `mnist-cond`, labels 0…9).
+# Now on a trained model: the shipped `mnist-cond` (labels 0…9), or your own from notebook 02 with
+# `MODEL = "mine"`.
 
 # %%
-checkpoint = load_checkpoint("mnist-cond", device=P.device)
+MODEL = "mnist-cond"  # or "mine": your model from notebook 02
+checkpoint = load_lesson_checkpoint(MODEL, device=P.device)
 model, schedule = checkpoint.model, checkpoint.schedule
 T = schedule.T
 alpha_bar = schedule.alpha_bar

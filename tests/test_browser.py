@@ -1,4 +1,5 @@
-"""JupyterLab in a real browser: open notebook 05, run all cells, move the η slider, see the figure change.
+"""JupyterLab in a real browser: open notebook 05, run all cells, move the η slider, see the figure change;
+and press notebook 02's Start training on a tiny budget and see the model saved.
 
 Drives Debian's Chromium (/usr/bin/chromium) with Playwright's Python package. `make test` installs
 Chromium when it can; the test skips, saying why, only when there is no Chromium on the machine.
@@ -88,6 +89,7 @@ def lab_server(tmp_path):
             "--ServerApp.password=",
             "--ServerApp.disable_check_xsrf=True",
             "--LabApp.news_url=None",
+            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",  # no notebook reopened from an earlier run
             *(["--allow-root"] if os.geteuid() == 0 else []),
         ],
         stdout=log,
@@ -254,5 +256,56 @@ def test_run_notebook_and_move_eta_slider(lab_server, tmp_path):
             page.screenshot(path=str(tmp_path / "after.png"), full_page=False)
             assert after != before, "moving the η slider did not change the figure"
             assert (tmp_path / "after.png").stat().st_size > 10_000
+        finally:
+            browser.close()
+
+
+APP_NOTEBOOK = {
+    "cells": [
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "metadata": {},
+            "outputs": [],
+            "source": (
+                "from diffusion_course import widgets\n"
+                'app, run = widgets.train_your_own_app("mnist-cond-fast", budget=10, refresh_every=10)\n'
+                "app"
+            ),
+        }
+    ],
+    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
+
+
+def test_train_your_own_button_trains_and_saves_mine(lab_server, tmp_path):
+    """Notebook 02's app in the browser: Start on a 10-second budget writes my_checkpoints/mine.json."""
+    from playwright.sync_api import sync_playwright
+
+    (tmp_path / "lab" / "train_your_own.ipynb").write_text(json.dumps(APP_NOTEBOOK))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(f"{lab_server}/lab/tree/train_your_own.ipynb", timeout=120_000)
+            page.locator(".jp-Notebook").wait_for(timeout=120_000)
+            _settle(page)
+            _run_all(page)
+            _wait_for_run_all(page, tmp_path)
+            page.get_by_role("button", name="Start training").click(timeout=60_000)
+            status = page.locator(".widget-html", has_text="step ")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.widget-html')]"
+                ".some(e => e.innerText.includes('saved'))",
+                timeout=180_000,
+            )
+            page.screenshot(path=str(tmp_path / "trained.png"), full_page=False)
+            text = status.first.inner_text()
+            assert "time budget" in text, text
+            assert (tmp_path / "lab" / "my_checkpoints" / "mine.json").is_file()
+            images = page.locator(".widget-image")
+            assert images.count() == 2 and all(images.nth(i).get_attribute("src") for i in range(2))
         finally:
             browser.close()

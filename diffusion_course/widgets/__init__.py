@@ -8,6 +8,17 @@ from .eta import eta_app
 from .forward import forward_process_app
 from .guidance import guidance_app
 from .steps import steps_app
+from .training import BackgroundTraining, train_your_own_app
 from .trajectory import trajectory_app
 
-__all__ = ["App", "eta_app", "forward_process_app", "guidance_app", "make_app", "steps_app", "trajectory_app"]
+__all__ = [
+    "App",
+    "BackgroundTraining",
+    "eta_app",
+    "forward_process_app",
+    "guidance_app",
+    "make_app",
+    "steps_app",
+    "train_your_own_app",
+    "trajectory_app",
+]
