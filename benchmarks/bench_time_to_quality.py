@@ -1,6 +1,7 @@
 """Time to quality of a training config: label accuracy and KID, with intervals, against wall-clock seconds.
 
-    python benchmarks/bench_time_to_quality.py --config mnist-cond-fast --budget 600 --at 150 300 450 600
+    python benchmarks/bench_time_to_quality.py --config mnist-cond-fast --budget 600 --at 200 400
+    python benchmarks/bench_time_to_quality.py --config mnist-cond-fast --set batch_size=32 lr=0.001
 
 Trains the config from scratch in this process for at most ``--budget`` seconds, keeps a copy of the EMA
 weights when each ``--at`` time has passed (at the next logged step), then, after training, scores every
@@ -37,12 +38,15 @@ def main(argv=None) -> int:
     p.add_argument("--at", type=float, nargs="+", default=[150, 300, 450, 600], help="snapshot times (s)")
     p.add_argument("--n", type=int, default=500, help="samples per snapshot (default 500)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override TrainConfig fields")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--out", type=Path, help="write the rows here (JSON)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     run = get_config(args.config)
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    run = run.with_train(**overrides)
     images, labels = run.load_data()
     model, schedule = run.build_model(), run.make_schedule()
     load_before = load_average()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable
@@ -35,12 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_float, check_image_batch, check_int, check_labels, fail
+from ._checks import check_choice, check_float, check_image_batch, check_int, check_labels, fail
 from .checkpoints import load_training_state, save_training_state
 from .profiles import resolve_device
 
 TRAIN_STATE_FILE = "train_state.pt"
 # Fields that may change between an interrupted run and its resumption without breaking reproducibility.
+LR_DECAYS = ("none", "cosine")
 RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "device")
 
 
@@ -57,6 +59,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 100
+    lr_decay: str = "none"  # "cosine": after warm-up, lr follows a half cosine down to lr/10 at `steps`
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     ema_decay: float = 0.999
     ema_warmup: bool = True
@@ -75,6 +78,7 @@ class TrainConfig:
         check_float("lr", self.lr, low=0.0, low_open=True)
         check_float("weight_decay", self.weight_decay, low=0.0)
         check_int("warmup_steps", self.warmup_steps, low=0)
+        check_choice("lr_decay", self.lr_decay, LR_DECAYS)
         check_float("grad_clip", self.grad_clip, low=0.0)
         check_float("ema_decay", self.ema_decay, low=0.0, high=1.0)
         check_float("p_uncond", self.p_uncond, low=0.0, high=1.0)
@@ -260,9 +264,13 @@ def check_training_data(images, labels, num_classes: int | None) -> None:
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warm-up over ``warmup_steps`` (lr·(step+1)/warmup), then constant ``lr``."""
+    """Linear warm-up over ``warmup_steps`` (lr·(step+1)/warmup), then constant ``lr``, or with
+    ``lr_decay="cosine"`` lr · (0.1 + 0.9 · ½(1 + cos(π p))), p = (step − warmup)/(steps − warmup)."""
     if config.warmup_steps and step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
+    if config.lr_decay == "cosine":
+        p = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return config.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(p, 1.0))))
     return config.lr
 
 

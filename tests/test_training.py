@@ -383,6 +383,17 @@ def test_bad_training_inputs_raise(points):
         train(cond, x, y, SCHEDULE, {"steps": 3}, progress=False)
 
 
+def test_cosine_decay_goes_from_lr_to_a_tenth_after_the_warmup():
+    config = quiet(steps=110, warmup_steps=10, lr=1e-3, lr_decay="cosine")
+    assert training.lr_at(9, config) == pytest.approx(1e-3)
+    assert training.lr_at(10, config) == pytest.approx(1e-3)
+    assert training.lr_at(60, config) == pytest.approx(1e-3 * (0.1 + 0.45))
+    assert training.lr_at(110, config) == pytest.approx(1e-4)
+    assert training.lr_at(500, config) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="^lr_decay='linear'"):
+        quiet(lr_decay="linear")
+
+
 def test_warmup_is_linear_then_constant():
     config = TrainConfig(lr=1e-3, warmup_steps=4)
     assert [training.lr_at(s, config) for s in range(6)] == pytest.approx(

@@ -1,14 +1,5 @@
-r"""What every sampler shares: the trajectory record, the guarded ε-model call and :class:`Loop`.
-
-A sampler is one function whose body is its loop (k-diffusion style)::
-
-    loop = Loop(eps_model, x_T, schedule, timesteps, labels, ...)          # checks everything once
-    x = loop.x_T
-    for i, t, t_prev, ab_t, ab_prev in loop:                                  # t_prev = −1: ᾱ_prev = 1
-        eps = loop.eps(x, t, i)
-        x, x0_pred = <the update>
-        loop.record(x, x0_pred)
-    return loop.result(x)
+r"""What every sampler shares: the trajectory record, the guarded ε-model call and :class:`Loop`, over which
+each sampler writes its own loop (docs/AUTHORING.md §7 has the recipe).
 """
 
 from __future__ import annotations
@@ -47,12 +38,11 @@ class Trajectory:
 def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Tensor:
     """x̂₀ = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t, the x_0 that ε explains (undefined where ᾱ_t = 0)."""
     if _min(alpha_bar_t) <= 0.0:
-        fail(
-            "alpha_bar_t",
-            alpha_bar_t,
+        allowed = (
             "must be > 0: at ᾱ_t = 0 (zero terminal SNR) x_t is pure noise and ε cannot predict x_0; "
-            "drop that timestep or use a schedule with ᾱ_(T−1) > 0",
+            "drop that timestep or use a schedule with ᾱ_(T−1) > 0"
         )
+        fail("alpha_bar_t", alpha_bar_t, allowed)
     return _predict_x0(x_t, eps, alpha_bar_t)
 
 
@@ -118,11 +108,10 @@ def call_eps_model(
     if not isinstance(eps, torch.Tensor):
         fail("eps_model output", type(eps).__name__, "the ε-model must return a torch.Tensor")
     if eps.shape != x_t.shape:
-        fail(
-            "eps_model output",
-            eps,
-            f"expected the shape of x_t, {tuple(x_t.shape)}, {where} (is x_T the shape the model expects?)",
+        allowed = (
+            f"expected the shape of x_t, {tuple(x_t.shape)}, {where} (is x_T the shape the model expects?)"
         )
+        fail("eps_model output", eps, allowed)
     if not torch.isfinite(eps).all():
         bad = int((~torch.isfinite(eps)).sum())
         raise NonFiniteError(f"eps_model returned {bad} non-finite values (NaN/inf) {where}")
@@ -137,11 +126,8 @@ def check_sampler_inputs(x_T, schedule, ts, name: str = "timesteps") -> tuple[to
     ts = validate_timesteps(ts, schedule.T, name=name)
     zero = schedule.alpha_bar[ts] <= 0
     if zero.any():
-        fail(
-            name,
-            int(ts[zero][0]),
-            "ᾱ_t = 0 there (zero terminal SNR), where an ε-model cannot predict x_0; drop that step",
-        )
+        allowed = "ᾱ_t = 0 there (zero terminal SNR), where an ε-model cannot predict x_0; drop that step"
+        fail(name, int(ts[zero][0]), allowed)
     if not torch.isfinite(x_T).all():
         fail("x_T", x_T, "contains NaN or inf")
     return x_T, ts

@@ -50,12 +50,11 @@ def ddim_direction_variance(alpha_bar_t, alpha_bar_prev, eta: float):
     if _min(var) < 0.0:
         ab_t, ab_prev = alpha_bar_t, alpha_bar_prev
         ratio = (ab_prev - ab_t) / (ab_prev * (1.0 - ab_t))
-        fail(
-            "eta",
-            eta,
+        allowed = (
             f"σ² exceeds 1 − ᾱ_prev on this step (ᾱ_t={_show(ab_t)}, ᾱ_prev={_show(ab_prev)}); "
-            f"η ≤ {1.0 / math.sqrt(_max(ratio)):.4g} is allowed here",
+            f"η ≤ {1.0 / math.sqrt(_max(ratio)):.4g} is allowed here"
         )
+        fail("eta", eta, allowed)
     return var
 
 
@@ -154,11 +153,10 @@ def _check_alpha_bars(alpha_bar_t, alpha_bar_prev, stochastic: bool) -> None:
         fail("alpha_bar_prev", _show(alpha_bar_prev), "must lie in (0, 1]")
     below = alpha_bar_prev < alpha_bar_t
     if stochastic and bool(below.any() if isinstance(below, torch.Tensor) else below):
-        fail(
-            "alpha_bar_prev",
-            _show(alpha_bar_prev),
-            f"must be ≥ alpha_bar_t={_show(alpha_bar_t)} when η > 0 (a noisy step goes towards the data)",
+        allowed = (
+            f"must be ≥ alpha_bar_t={_show(alpha_bar_t)} when η > 0 (a noisy step goes towards the data)"
         )
+        fail("alpha_bar_prev", _show(alpha_bar_prev), allowed)
 
 
 def _show(v):

@@ -1,42 +1,18 @@
 r"""Classifier-free guidance (Ho & Salimans, 2022) as an ε-model wrapper, so every sampler works unchanged.
 
-A conditional ε-model trained with label dropout predicts both ε_c = ε_θ(x_t, t, c) and, with the learned
-null class ∅ (index ``num_classes``), ε_u = ε_θ(x_t, t, ∅). Guidance extrapolates from the unconditional
-towards the conditional prediction:
+With ε_c = ε_θ(x_t, t, c) and ε_u = ε_θ(x_t, t, ∅) (the learned null class ∅ = index ``num_classes``):
 
-    ε̃ = ε_u + s (ε_c − ε_u)                    (convention "s", the course default)
+    ε̃ = ε_u + s (ε_c − ε_u)                    (convention "s", the course default; diffusers' guidance_scale)
       = (1 + w) ε_c − w ε_u,   w = s − 1       (convention "w", Ho & Salimans 2022, Eq. 6)
 
-s = 1 (w = 0) is the plain conditional model, s = 0 (w = −1) the unconditional one, s > 1 pushes samples
-towards what makes the class likely. In score terms, with ε = −√(1−ᾱ_t) ∇log p_t:
+the ε of the tilted density p_t(x) p_t(c | x)^s. s = 1 is the conditional model, s = 0 the unconditional
+one; any finite s is allowed (s < 0 guides away from the class). Guidance rescale (Lin et al. 2023, 3.4),
+applied to ε̃ itself as diffusers' ``rescale_noise_cfg`` does, with σ(·) the per-sample std:
 
-    ∇log p_t(x) + s ∇log p_t(c | x) = s ∇log p_t(x | c) + (1 − s) ∇log p_t(x),
+    ε̂ = ε̃ · (φ σ(ε_c)/σ(ε̃) + 1 − φ),   φ ∈ [0, 1].
 
-the score of the tilted density p_t(x) p_t(c | x)^s. diffusers / Stable Diffusion's ``guidance_scale`` is s
-(default 7.5); Imagen's "guidance weight w" is also s. Ho & Salimans' w is s − 1.
-
-:class:`CFG` evaluates both predictions in ONE forward pass on a batch of 2B (x_t twice, the labels then the
-null class), so one guided step costs one network call on twice the batch: ``nfe_per_call = 2``
-evaluations per sample.
-
-**Guidance rescale** (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
-Sec. 3.4): large s inflates the guided prediction and over-saturates images. Lin et al. rescale the guided
-prediction so that its standard deviation matches the conditional one and blend with factor φ:
-
-    ε̂ = φ · ε̃ σ(ε_c)/σ(ε̃) + (1 − φ) · ε̃ = ε̃ · (φ σ(ε_c)/σ(ε̃) + 1 − φ).
-
-Lin et al. state it for their model's own prediction (a v-prediction model; the quantity they inspect is the
-x̂₀ it implies). Here the rescaled quantity is **the guided ε̃ itself**, which is what diffusers'
-``rescale_noise_cfg`` does for ε-prediction models: σ(·) is the population standard deviation of one sample
-over all its non-batch dimensions (per sample, not over the batch). φ = 0 leaves ε̃ unchanged; φ = 1 makes
-σ(ε̂) = σ(ε_c) exactly for every sample. This is **not** the same as matching the std of x̂₀: x̂₀ =
-(x_t − √(1−ᾱ_t) ε)/√ᾱ_t shares the x_t term between the two branches, so its std is not proportional to
-the std of ε. Where σ(ε̃) = 0 (a constant prediction) there is nothing to rescale and the factor is 1.
-For an ε-model at high noise ε ≈ x_t, so σ(ε̃) ≈ σ(ε_c) and this rescale changes little, while the x̂₀ that
-ε̃ implies is far too spread out (notebook 07 measures both).
-
-Scale: any finite real number is allowed. s ∈ (0, 1) interpolates between unconditional and conditional;
-s < 0 guides *away* from the class ("negative guidance"); NaN or ±inf raise ValueError.
+:class:`CFG` gets both predictions from one network call on a batch of 2B. docs/SAMPLING.md, "Guidance",
+says what each choice means and what the tests pin.
 """
 
 from __future__ import annotations
@@ -83,17 +59,11 @@ def rescale_guided_eps(eps_guided: torch.Tensor, eps_cond: torch.Tensor, rescale
 
 
 class CFG:
-    """A guided ε-model: ``cfg(x_t, t, labels)`` = ε̃ (see the module docstring) from ONE call of ``model``.
+    """A guided ε-model: ``cfg(x_t, t, labels)`` = ε̃ (module docstring) from ONE call of ``model`` on a
+    batch of 2B, ``[x_t; x_t]``, ``[t; t]``, ``[labels; K·1]``: ``nfe_per_call = 2`` evaluations per sample.
 
-    ``model`` is a conditional ε-model with ``num_classes = K``; label K is its learned null class.
-    ``scale`` is s (``convention="s"``, ε̃ = ε_u + s(ε_c − ε_u)) or Ho & Salimans' w
-    (``convention="w"``, ε̃ = (1+w)ε_c − wε_u); any finite value. ``rescale`` is φ ∈ [0, 1] of Lin et al.'s
-    guidance rescale applied to ε̃ (0: off). Each call runs ``model`` once on a batch of 2B:
-    ``[x_t; x_t]``, ``[t; t]``, ``[labels; K·1]``. ``nfe_per_call = 2`` network evaluations per sample, so
-    a sampler with N steps costs 2N evaluations under guidance.
-
-    ``labels`` must be a LongTensor (B,) in 0..K−1: the null class K is not a valid target (guiding towards
-    "unconditional" is the unconditional model itself, ``model(x_t, t)``).
+    ``model`` is a conditional ε-model with ``num_classes = K`` (K is its null class); ``scale`` is s or, with
+    ``convention="w"``, Ho & Salimans' w; ``rescale`` is φ (0: off). ``labels`` lie in 0..K−1.
     """
 
     nfe_per_call = 2
@@ -103,12 +73,11 @@ class CFG:
             fail("model", type(model).__name__, "expected a conditional ε-model model(x_t, t, labels)")
         num_classes = getattr(model, "num_classes", None)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            fail(
-                "model",
-                f"{type(model).__name__} with num_classes={num_classes!r}",
+            allowed = (
                 "classifier-free guidance needs a conditional model with a null class: num_classes=K ≥ 1, "
-                "class labels 0..K−1 and label K the learned unconditional class (trained with p_uncond > 0)",
+                "class labels 0..K−1 and label K the learned unconditional class (trained with p_uncond > 0)"
             )
+            fail("model", f"{type(model).__name__} with num_classes={num_classes!r}", allowed)
         self.model = model
         self.num_classes = num_classes
         self.null_class = num_classes
@@ -142,12 +111,11 @@ class CFG:
     def _check_labels(self, labels, batch: int, device) -> torch.Tensor:
         K = self.num_classes
         if labels is None:
-            fail(
-                "labels",
-                None,
+            allowed = (
                 "guidance needs one class label per sample (a LongTensor (B,) in "
-                f"0..{K - 1}); for unconditional samples call the model itself with labels=None",
+                f"0..{K - 1}); for unconditional samples call the model itself with labels=None"
             )
+            fail("labels", None, allowed)
         return check_labels(
             labels, batch, K, device=device, note=f"; {K} is the null class, which guidance adds itself"
         )

@@ -1,12 +1,8 @@
-"""Samplers by name. Each sampler states its facts once, where it is defined::
-
-    @sampler("ddim", options=("eta", "clip_x0"))
-    def ddim_sample(eps_model, x_T, schedule, timesteps, *, eta=0.0, clip_x0=False, generator=None,
-                    labels=None, return_trajectory=False, progress=False): ...
-
-and everything that needs to know what a sampler is (the CLI's choices and help, option checks, NFE
-counting, benchmarks, notebook 08's tables, the diffusers bridge) reads :data:`SAMPLERS`.
-``run_sampler("ddim", eps_model, x_T, schedule, steps=50, eta=0.5)`` builds the grid and calls it.
+"""Samplers by name. Each sampler states its facts once, where it is defined, with
+``@sampler("ddim", options=("eta", "clip_x0"), diffusers="DDIMScheduler")``; everything that needs to know
+what a sampler is (the CLI's flags, option checks, NFE counting, benchmarks, notebook 08's tables, the
+diffusers bridge) reads :data:`SAMPLERS`. ``run_sampler("ddim", eps_model, x_T, schedule, 50, eta=0.5)``
+builds the grid and calls it.
 """
 
 from __future__ import annotations

@@ -1,38 +1,18 @@
 r"""Fast ODE solvers for the probability-flow ODE: Euler and Heun in σ, and DPM-Solver++(2M).
 
-Deterministic DDIM follows an ODE. Write x̃ = x/√ᾱ and σ = √((1−ᾱ)/ᾱ) (the variance-exploding frame, as in
-k-diffusion; σ = e^{−λ} with λ = log(√ᾱ/√(1−ᾱ)), half the log-SNR). Then x̃ = x_0 + σ ε on the forward
-process, and the probability-flow ODE is
+Deterministic DDIM follows an ODE. With x̃ = x/√ᾱ and σ = √((1−ᾱ)/ᾱ) (the variance-exploding frame, as in
+k-diffusion), x̃ = x_0 + σ ε on the forward process and
 
     dx̃/dσ = ε(x, t(σ)),     x = √ᾱ x̃                                                      (PF-ODE)
 
-integrated from σ_max (the first listed t) down to σ = 0 (ᾱ = 1, after the last listed t).
+from σ_max (the first listed t) to σ = 0 (ᾱ = 1, after the last listed t). Euler on it is DDIM with η = 0;
+Heun adds the trapezoid corrector. DPM-Solver++ (Lu et al. 2022) works with α = √ᾱ, s = √(1−ᾱ),
+λ = log(α/s) (half the log-SNR, = −log σ) and h = λ_prev − λ_t: the exponential integrator solves the part
+linear in x exactly, and the 2M method extrapolates the model's x̂₀ linearly in λ. Each function's docstring
+gives its update; docs/SAMPLING.md says what the tests pin.
 
-* **Euler** (``euler_sample``): x̃_prev = x̃_t + (σ_prev − σ_t) ε. This is exactly DDIM with η = 0:
-  √ᾱ_prev x̃_prev = √ᾱ_prev x̂₀ + √(1−ᾱ_prev) ε.
-* **Heun** (``heun_sample``): an Euler predictor, ε evaluated again at the predicted point and t_prev, and the
-  average slope ½(ε_t + ε_prev) for the step. The last step, to σ = 0, has no t to evaluate at (and the data
-  end of the ODE is where ε changes fastest), so it is a plain Euler step: 2N − 1 evaluations for N steps.
-* **DPM-Solver++(2M)** (Lu et al. 2022, Algorithm 2), written with α = √ᾱ, s = √(1−ᾱ) (the DPM-Solver
-  papers' σ), λ = log(α/s) and h = λ_prev − λ_t > 0. The ODE is linear in x apart from the model's x̂₀, and
-  the exponential integrator solves the linear part exactly; with x̂₀ held constant over the step
-  (first order, ``dpmpp_first_order_step``):
-
-      x_prev = (s_prev/s_t) x_t − α_prev (e^{−h} − 1) x̂₀,
-
-  which is again the DDIM η = 0 step. The 2M method replaces x̂₀ by a linear extrapolation in λ from this
-  step's and the previous step's predictions (``dpmpp_2m_sample``), with r = h_before / h:
-
-      D = (1 + 1/(2r)) x̂₀_t − 1/(2r) x̂₀_before,      x_prev = (s_prev/s_t) x_t − α_prev (e^{−h} − 1) D.
-
-  The first step has no previous prediction and is first order. The last step goes to λ = +∞ (s = 0), where
-  h = ∞ and r = 0: it is first order too ("lower order final"), i.e. x_0 = x̂₀ at the last listed t, and
-  e^{−h} = s_prev α_t/(α_prev s_t) = 0 is computed from the ratio, so nothing is inf or NaN.
-
-All three are deterministic: ``generator`` is accepted for a uniform signature and unused. Zero-terminal-SNR
-schedules (ᾱ_{T−1} = 0, i.e. σ = ∞, λ = −∞) are refused when the grid visits T−1, with the shared check's
-ValueError: at ᾱ = 0 an ε-model says nothing about x_0 (x̂₀ = (x − ε)/0), so no step can leave σ = ∞.
-Use a grid that skips T−1 or a schedule with ᾱ_{T−1} > 0.
+All three are deterministic (``generator`` is accepted and unused). A grid that visits ᾱ = 0 (zero terminal
+SNR, σ = ∞) is refused: there an ε-model says nothing about x_0.
 """
 
 from __future__ import annotations
@@ -120,11 +100,10 @@ def dpmpp_2m_coefficients(
     names = ("alpha_bar_before", "alpha_bar_t", "alpha_bar_prev")
     abs_ = [_check_alpha_bar(n, v) for n, v in zip(names, (alpha_bar_before, alpha_bar_t, alpha_bar_prev))]
     if not abs_[0] < abs_[1] < abs_[2] < 1.0:
-        fail(
-            "alpha_bar_before, alpha_bar_t, alpha_bar_prev",
-            tuple(abs_),
-            "need ᾱ_before < ᾱ_t < ᾱ_prev < 1 (two steps towards the data; the final step is first order)",
+        allowed = (
+            "need ᾱ_before < ᾱ_t < ᾱ_prev < 1 (two steps towards the data; the final step is first order)"
         )
+        fail("alpha_bar_before, alpha_bar_t, alpha_bar_prev", tuple(abs_), allowed)
     return _dpmpp_2m_coefficients(*abs_)
 
 
@@ -143,7 +122,7 @@ def euler_sample(eps_model, x_T, schedule, timesteps, *, generator=None, labels=
                  return_trajectory=False, progress=False):  # fmt: skip
     """Euler on dx̃/dσ = ε from x_T over the descending ``timesteps`` (= DDIM η = 0; one evaluation per step).
 
-    Deterministic (``generator`` is unused). Returns x_0 or (x_0, Trajectory).
+    x̃_prev = x̃_t + (σ_prev − σ_t) ε,   x̃ = x/√ᾱ.   Returns x_0 or (x_0, Trajectory).
     """
     loop = Loop(eps_model, x_T, schedule, timesteps, labels, return_trajectory, progress, "Euler (σ)")
     x = loop.x_T
@@ -185,10 +164,10 @@ def dpmpp_2m_sample(eps_model, x_T, schedule, timesteps, *, generator=None, labe
                     return_trajectory=False, progress=False):  # fmt: skip
     """DPM-Solver++(2M) from x_T over the descending ``timesteps`` (one ε-evaluation per step).
 
-        D = x̂₀_t + (x̂₀_t − x̂₀_before)/(2r),   x_prev = (s_prev/s_t) x_t − α_prev (e^{−h} − 1) D
+        D = x̂₀_t + (x̂₀_t − x̂₀_before)/(2r),   x_prev = (s_prev/s_t) x_t − α_prev (e^{−h} − 1) D,
 
-    The first step (no x̂₀_before) and the last (to ᾱ = 1) take D = x̂₀_t. Deterministic (``generator`` is
-    unused). Returns x_0 or (x_0, Trajectory).
+    r = h_before/h (steps in λ). The first step (no x̂₀_before) and the last (to ᾱ = 1) take D = x̂₀_t.
+    Returns x_0 or (x_0, Trajectory).
     """
     loop = Loop(eps_model, x_T, schedule, timesteps, labels, return_trajectory, progress, "DPM-Solver++(2M)")
     x, x0_before, ab_before = loop.x_T, None, None
@@ -210,11 +189,8 @@ def _check_alpha_bar(name: str, value) -> float:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-        fail(
-            name,
-            value,
-            "expected a number in (0, 1] (ᾱ = 0 is σ = ∞ / λ = −∞, where an ε-model cannot predict x_0)",
-        )
+        allowed = "expected a number in (0, 1] (ᾱ = 0 is σ = ∞ / λ = −∞, where an ε-model cannot predict x_0)"
+        fail(name, value, allowed)
     return float(value)
 
 
