@@ -7,6 +7,7 @@ Chromium when it can; the test skips, saying why, only when there is no Chromium
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -224,40 +225,47 @@ def _wait_for_run_all(page, tmp_path, stall_s: float = 240, cap_s: float = 900) 
         page.wait_for_timeout(1000)
 
 
-def test_run_notebook_and_move_eta_slider(lab_server, tmp_path):
+@contextlib.contextmanager
+def _ran_notebook(lab_url: str, name: str, tmp_path):
+    """A Chromium page on notebook ``name`` after Run All Cells has finished; the browser closes after."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(f"{lab_server}/lab/tree/{NOTEBOOK}", timeout=120_000)
+            page.goto(f"{lab_url}/lab/tree/{name}", timeout=120_000)
             page.locator(".jp-Notebook").wait_for(timeout=120_000)
             _settle(page)
             page.screenshot(path=str(tmp_path / "opened.png"))
             _run_all(page)
             _wait_for_run_all(page, tmp_path)
-            slider = page.locator(".widget-slider:has(.widget-label:text-is('eta'))").first
-            slider.scroll_into_view_if_needed()
-            before = _figure_src(page)
-            page.screenshot(path=str(tmp_path / "before.png"), full_page=False)
-            handle = slider.locator(".noUi-handle")
-            handle.focus()
-            for _ in range(5):
-                page.keyboard.press("ArrowRight")
-            page.wait_for_function(
-                "(old) => { const imgs = document.querySelectorAll("
-                "'.jp-OutputArea-output .widget-output img, .jupyter-widgets-output-area img');"
-                " return imgs.length && imgs[imgs.length - 1].src !== old; }",
-                arg=before,
-                timeout=60_000,
-            )
-            after = _figure_src(page)
-            page.screenshot(path=str(tmp_path / "after.png"), full_page=False)
-            assert after != before, "moving the η slider did not change the figure"
-            assert (tmp_path / "after.png").stat().st_size > 10_000
+            yield page
         finally:
             browser.close()
+
+
+def test_run_notebook_and_move_eta_slider(lab_server, tmp_path):
+    with _ran_notebook(lab_server, NOTEBOOK, tmp_path) as page:
+        slider = page.locator(".widget-slider:has(.widget-label:text-is('eta'))").first
+        slider.scroll_into_view_if_needed()
+        before = _figure_src(page)
+        page.screenshot(path=str(tmp_path / "before.png"), full_page=False)
+        handle = slider.locator(".noUi-handle")
+        handle.focus()
+        for _ in range(5):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            "(old) => { const imgs = document.querySelectorAll("
+            "'.jp-OutputArea-output .widget-output img, .jupyter-widgets-output-area img');"
+            " return imgs.length && imgs[imgs.length - 1].src !== old; }",
+            arg=before,
+            timeout=60_000,
+        )
+        after = _figure_src(page)
+        page.screenshot(path=str(tmp_path / "after.png"), full_page=False)
+        assert after != before, "moving the η slider did not change the figure"
+        assert (tmp_path / "after.png").stat().st_size > 10_000
 
 
 APP_NOTEBOOK = {
@@ -282,30 +290,17 @@ APP_NOTEBOOK = {
 
 def test_train_your_own_button_trains_and_saves_mine(lab_server, tmp_path):
     """Notebook 02's app in the browser: Start on a 10-second budget writes my_checkpoints/mine.json."""
-    from playwright.sync_api import sync_playwright
-
     (tmp_path / "lab" / "train_your_own.ipynb").write_text(json.dumps(APP_NOTEBOOK))
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            page.goto(f"{lab_server}/lab/tree/train_your_own.ipynb", timeout=120_000)
-            page.locator(".jp-Notebook").wait_for(timeout=120_000)
-            _settle(page)
-            _run_all(page)
-            _wait_for_run_all(page, tmp_path)
-            page.get_by_role("button", name="Start training").click(timeout=60_000)
-            status = page.locator(".widget-html", has_text="step ")
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.widget-html')]"
-                ".some(e => e.innerText.includes('saved'))",
-                timeout=180_000,
-            )
-            page.screenshot(path=str(tmp_path / "trained.png"), full_page=False)
-            text = status.first.inner_text()
-            assert "time budget" in text, text
-            assert (tmp_path / "lab" / "my_checkpoints" / "mine.json").is_file()
-            images = page.locator(".widget-image")
-            assert images.count() == 2 and all(images.nth(i).get_attribute("src") for i in range(2))
-        finally:
-            browser.close()
+    with _ran_notebook(lab_server, "train_your_own.ipynb", tmp_path) as page:
+        page.get_by_role("button", name="Start training").click(timeout=60_000)
+        status = page.locator(".widget-html", has_text="step ")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.widget-html')].some(e => e.innerText.includes('saved'))",
+            timeout=180_000,
+        )
+        page.screenshot(path=str(tmp_path / "trained.png"), full_page=False)
+        text = status.first.inner_text()
+        assert "time budget" in text, text
+        assert (tmp_path / "lab" / "my_checkpoints" / "mine.json").is_file()
+        images = page.locator(".widget-image")
+        assert images.count() == 2 and all(images.nth(i).get_attribute("src") for i in range(2))
