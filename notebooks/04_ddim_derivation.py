@@ -325,19 +325,18 @@ assert max(step_differences.values()) < 1e-4
 oracle = GaussianMixtureOracle(mixture, schedule)
 g = torch.Generator().manual_seed(4)
 x_start = schedule.q_sample(mixture.sample(500, generator=g).double(), 99, generator=g)
-consecutive = torch.arange(99, -1, -1)
-out_ddpm = ddpm_sample(oracle, x_start, schedule, consecutive, generator=torch.Generator().manual_seed(5))
-out_ddim = ddim_sample(
-    oracle, x_start, schedule, consecutive, eta=1.0, generator=torch.Generator().manual_seed(5)
-)
-whole_run_difference = float((out_ddpm - out_ddim).abs().max())
+
+def ddpm_minus_ddim(grid, seed):
+    """max |DDPM − DDIM(η = 1)| from x_start over ``grid``, both drawing their z's from the same seed."""
+    out_ddpm = ddpm_sample(oracle, x_start, schedule, grid, generator=torch.Generator().manual_seed(seed))
+    out_ddim = ddim_sample(oracle, x_start, schedule, grid, eta=1.0, generator=torch.Generator().manual_seed(seed))
+    return float((out_ddpm - out_ddim).abs().max())
+
+
+whole_run_difference = ddpm_minus_ddim(torch.arange(99, -1, -1), seed=5)
 print(f"100 consecutive steps, 500 points, float64: max |DDPM - DDIM(eta=1)| = {whole_run_difference:.1e}")
 strided = torch.arange(99, -1, -10)
-out_ddpm = ddpm_sample(oracle, x_start, schedule, strided, generator=torch.Generator().manual_seed(6))
-out_ddim = ddim_sample(
-    oracle, x_start, schedule, strided, eta=1.0, generator=torch.Generator().manual_seed(6)
-)
-strided_difference = float((out_ddpm - out_ddim).abs().max())
+strided_difference = ddpm_minus_ddim(strided, seed=6)
 print(f"10 strided steps {strided.tolist()}: max |DDPM - DDIM(eta=1)| = {strided_difference:.1e}")
 assert whole_run_difference < 1e-10 and strided_difference < 1e-10
 

@@ -1,6 +1,7 @@
 """Notebook 05's measurements: σ along a grid, runs from one fixed x_T, cross-run variance, feature spread,
 and the η × steps table with its intervals and DDIM's σ̂ row."""
 
+import copy
 import math
 
 import pytest
@@ -318,3 +319,17 @@ def test_sigma_hat_adds_more_spread_than_eta_1_with_few_steps():
     target = float(torch.cov(refs[0].double().T).trace())
     assert spread[0] < spread[1] < target
     assert compare(table.estimate(SIGMA_HAT, 5), table.estimate(1.0, 5)).verdict == "A better"
+
+
+def test_the_shipped_eta_table_separates_only_label_accuracy_at_ten_steps():
+    from diffusion_course.lessons.eta import eta_reference, eta_rows_indistinguishable
+    from diffusion_course.reference_results import load_results
+
+    results = load_results("eta-steps")
+    assert eta_rows_indistinguishable(results)
+    assert eta_reference(results, "η = 1", 10, "label_accuracy").value == pytest.approx(0.982)
+    # a table where η = 0.5 clearly beats η = 0 in FD at S = 20 is not "indistinguishable"
+    doctored = copy.deepcopy(results)
+    cell = next(c for c in doctored["cells"] if c["row"] == "η = 0.5" and c["col"] == "S = 20")
+    cell.update(fd=1.0, fd_low=0.5, fd_high=1.5)
+    assert not eta_rows_indistinguishable(doctored)

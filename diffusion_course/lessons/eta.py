@@ -376,3 +376,39 @@ def eta_steps_table(
     results = records if key is None else [[_pick(r, key) for r in row] for row in records]
     names = [row_name(e) for e in rows]
     return _table_of(rows, steps, results, seconds, metric_name, names, None if key is None else records)
+
+
+# --- what the shipped η × steps table decides (notebooks 05 and 06) ---------------------------------------
+
+ETA_ROWS = ("η = 0", "η = 0.5", "η = 1")
+
+
+def eta_reference(results: dict, row: str, steps: int, metric: str = "fd") -> Estimate:
+    """The Estimate of one cell of the shipped ``eta-steps`` table (row "η = 0", …, σ̂ or "floor")."""
+    from ..reference_results import estimate
+
+    return estimate(results, row, f"S = {steps}", metric)
+
+
+def eta_rows_indistinguishable(results: dict) -> bool:
+    """Whether the shipped table separates no η rows: no two of η = 0, 0.5, 1 and neither η = 0 nor η = 1
+    from σ̂ in FD or KID at S = 10, 20 and 50, and no two η rows in label accuracy except η = 0 against
+    η = 1 at S = 10 (the one pair that separates, in η = 1's favour)."""
+    from ..scoring import compare
+
+    def same(a, b, steps, metric):
+        cells = (eta_reference(results, a, steps, metric), eta_reference(results, b, steps, metric))
+        return compare(*cells).verdict == "indistinguishable"
+
+    pairs = [(a, b) for i, a in enumerate(ETA_ROWS) for b in ETA_ROWS[i + 1 :]]
+    for steps in (10, 20, 50):
+        for metric in ("fd", "kid"):
+            if not all(same(a, b, steps, metric) for a, b in pairs):
+                return False
+            if not all(same(a, SIGMA_HAT, steps, metric) for a in ("η = 0", "η = 1")):
+                return False
+        accuracy_pairs = [p for p in pairs if steps != 10 or p != ("η = 0", "η = 1")]
+        if not all(same(a, b, steps, "label_accuracy") for a, b in accuracy_pairs):
+            return False
+    best = (eta_reference(results, r, 10, "label_accuracy") for r in ("η = 1", "η = 0"))
+    return compare(*best).verdict == "A better"

@@ -134,11 +134,11 @@ def check_sampler_inputs(x_T, schedule, ts, name: str = "timesteps") -> tuple[to
 
 
 class Loop:
-    """The part of a sampler that is not its update: inputs checked once, the walk, ε, trajectory, NFE.
+    """The part of a sampler that is not its update: inputs checked once, the walk, ε, the trajectory.
 
     Iterating yields ``steps``, the tuples ``(i, t, t_prev, ᾱ_t, ᾱ_prev)`` over the descending grid (ascending
     with ``reverse=True``, for inversion); t_prev is the next listed timestep, −1 after the last (ᾱ = 1).
-    :meth:`eps` calls the model (counted in ``nfe``), :meth:`record` keeps the trajectory when asked for,
+    :meth:`eps` calls the model, :meth:`record` keeps the trajectory when asked for,
     :meth:`result` returns x_0 or (x_0, :class:`Trajectory`).
     """
 
@@ -149,7 +149,6 @@ class Loop:
         self.eps_model, self.schedule, self.progress, self.desc = eps_model, schedule, progress, desc
         self.labels = model_labels(eps_model, labels, self.x_T.shape[0], self.x_T.device)
         self.trajectory = Trajectory(self.timesteps.clone(), [self.x_T]) if return_trajectory else None
-        self.nfe = 0
         ts = self.timesteps.tolist() + [-1]
         self.steps = [(i, t, s, alpha_bar_at(schedule, t), alpha_bar_at(schedule, s)) for i, (t, s) in
                       enumerate(zip(ts[:-1], ts[1:]))]  # fmt: skip
@@ -159,7 +158,6 @@ class Loop:
 
     def eps(self, x: torch.Tensor, t: int, i: int) -> torch.Tensor:
         """ε = eps_model(x, t) for step ``i`` (see :func:`call_eps_model`)."""
-        self.nfe += 1
         return call_eps_model(self.eps_model, x, t, labels=self.labels, step=i)
 
     def record(self, x: torch.Tensor, x0_pred: torch.Tensor) -> None:
