@@ -20,12 +20,8 @@ class NonFiniteError(ValueError):
 
 @dataclass
 class Trajectory:
-    """What a sampler visited.
-
-    ``timesteps`` (N,) in the order walked; ``xs`` has N + 1 states: ``xs[0]`` is the input and ``xs[i+1]``
-    the state after step i (for a sampler: x at ``timesteps[i+1]``, and ``xs[N]`` is the output);
-    ``x0_preds[i]`` is the x̂₀ predicted at ``timesteps[i]``.
-    """
+    """What a sampler visited: ``timesteps`` (N,) in walking order, N + 1 states ``xs`` (``xs[0]`` the input,
+    ``xs[i+1]`` the state after step i) and ``x0_preds[i]``, the x̂₀ at ``timesteps[i]``."""
 
     timesteps: torch.Tensor
     xs: list[torch.Tensor] = field(default_factory=list)
@@ -56,11 +52,8 @@ def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar_t) -> torch.Tenso
 
 
 def draw_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """z ~ N(0, I) shaped like ``like``; every sampler draws through this, so equal seeds give equal z.
-
-    z is drawn on the generator's device and moved to ``like``'s, so a CPU generator gives the same noise
-    whatever device the sampler runs on.
-    """
+    """z ~ N(0, I) shaped like ``like``, drawn on the generator's device and moved, so a CPU generator gives
+    the same z on any device; every sampler draws through this."""
     device = generator.device if generator is not None else like.device
     return torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
@@ -71,11 +64,7 @@ def alpha_bar_at(schedule: NoiseSchedule, t: int) -> float:
 
 
 def model_labels(eps_model, labels, batch: int, device: torch.device) -> torch.Tensor | None:
-    """``labels`` for ``eps_model``, checked by :func:`~diffusion_course._checks.check_labels`.
-
-    A model with ``num_classes`` None, or an ``nn.Module`` without that attribute, is unconditional and
-    refuses labels; a plain callable without ``num_classes`` gets them checked for type and shape only.
-    """
+    """``labels`` checked for ``eps_model`` (see docs/SAMPLING.md, "Shared pieces"); None stays None."""
     if labels is None:
         return None
     num_classes = getattr(eps_model, "num_classes", None)
@@ -87,11 +76,7 @@ def model_labels(eps_model, labels, batch: int, device: torch.device) -> torch.T
 def call_eps_model(
     eps_model, x_t: torch.Tensor, t: int, labels=None, step: int | None = None
 ) -> torch.Tensor:
-    """ε = eps_model(x_t, t·1_B[, labels]) with t broadcast to a LongTensor (B,) on x_t's device.
-
-    Checks that ε is a tensor shaped like x_t and finite (:class:`NonFiniteError` names the step and t);
-    returns it in x_t's dtype.
-    """
+    """ε = eps_model(x_t, t·1_B[, labels]) in x_t's dtype, checked (see docs/SAMPLING.md, "Shared pieces")."""
     where = f"at step {step} (t={t})" if step is not None else f"at t={t}"
     t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
     try:

@@ -1,16 +1,11 @@
 r"""A timestep grid fitted to a model: S timesteps on which an S-step solver lands where an accurate run does.
 
-At a few steps the grid matters as much as the solver (notebook 06, notebook 08). Instead of a formula,
-pick the grid for the model at hand: with x_T fixed and x_ref the same solver's output over all T steps,
+With x_T fixed and x_ref the same solver's output over all T steps,
 
     minimise   L(t_1, …, t_{S−1}) = mean_i ‖ solver(x_T^i; T−1, t_1, …, t_{S−1}) − x_ref^i ‖
     over integers T−1 > t_1 > … > t_{S−1} ≥ 0,
 
-by coordinate descent: each interior timestep in turn tries values between its neighbours (all of them
-when the gap is small, else a geometric ladder of offsets) and keeps the best; sweeps repeat until one
-improves L by less than ``rtol``. The first timestep stays at T−1, where x_T is drawn. This is the idea of
-"Align Your Steps" (Sabour et al. 2024) and GITS (Chen et al. 2024) in its simplest form: a grid fitted
-on one batch of x_T should be judged on another.
+by coordinate descent (docs/SAMPLING.md, "Fast solvers, UniPC and fitted grids", says how and why).
 """
 
 from __future__ import annotations
@@ -52,29 +47,27 @@ def fit_timesteps(sampler, eps_model, x_T, schedule, steps, *, start="quadratic"
     """Fit ``steps`` timesteps for ``sampler`` (any ``f(eps_model, x_T, schedule, timesteps, **options)``).
 
     ``start`` is a grid beginning at T−1, or a strategy name (its grid with the first entry set to T−1);
-    ``reference`` defaults to the sampler's
-    own output over all T steps from the same x_T. Returns a :class:`FittedGrid` whose loss is never above
-    the start grid's.
+    ``reference`` defaults to the sampler's own output over all T steps from the same x_T. Returns a
+    :class:`FittedGrid` whose loss is never above the start grid's.
     """
     if not callable(sampler):
         fail("sampler", sampler, "expected a sampler function such as unipc_sample or dpmpp_2m_sample")
     x_T, _ = check_sampler_inputs(x_T, schedule, [schedule.T - 1])
-    steps = check_int("steps", steps, low=2, high=schedule.T)
+    T = schedule.T
+    steps = check_int("steps", steps, low=2, high=T)
     sweeps = check_int("sweeps", sweeps, low=0)
     if not (isinstance(rtol, (int, float)) and rtol >= 0):
         fail("rtol", rtol, "expected a number ≥ 0")
     if isinstance(start, str):  # a strategy's grid, moved to begin at T−1
-        grid = timestep_grid(schedule.T, steps, start)
-        grid[0] = schedule.T - 1
+        grid = timestep_grid(T, steps, start)
+        grid[0] = T - 1
     else:
         grid = start
     _, grid = check_sampler_inputs(x_T, schedule, grid, name="start")
-    if len(grid) != steps or int(grid[0]) != schedule.T - 1:
-        fail("start", grid.tolist(), f"expected {steps} timesteps beginning at T−1 = {schedule.T - 1}")
+    if len(grid) != steps or int(grid[0]) != T - 1:
+        fail("start", grid.tolist(), f"expected {steps} timesteps beginning at T−1 = {T - 1}")
     if reference is None:
-        reference = sampler(
-            eps_model, x_T, schedule, timestep_grid(schedule.T, schedule.T), labels=labels, **options
-        )
+        reference = sampler(eps_model, x_T, schedule, timestep_grid(T, T), labels=labels, **options)
     elif not isinstance(reference, torch.Tensor) or reference.shape != x_T.shape:
         fail("reference", reference, f"expected a tensor shaped like x_T, {tuple(x_T.shape)}")
 

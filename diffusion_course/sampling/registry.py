@@ -1,8 +1,5 @@
-"""Samplers by name. Each sampler states its facts once, where it is defined, with
-``@sampler("ddim", options=("eta", "clip_x0"), diffusers="DDIMScheduler")``; everything that needs to know
-what a sampler is (the CLI's flags, option checks, NFE counting, benchmarks, notebook 08's tables, the
-diffusers bridge) reads :data:`SAMPLERS`. ``run_sampler("ddim", eps_model, x_T, schedule, 50, eta=0.5)``
-builds the grid and calls it.
+"""Samplers by name: each sampler states its facts once, where it is defined, with ``@sampler(name, options=…,
+diffusers=…)``, and everything that needs them reads :data:`SAMPLERS` (docs/SAMPLING.md, "Public API").
 """
 
 from __future__ import annotations

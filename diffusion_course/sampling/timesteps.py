@@ -14,12 +14,8 @@ With ``S = steps`` and round(·) = round half to even (numpy's rule), computed e
 * ``"log"``       t = round(T^u) − 1 for u = linspace(1, 0, S) (log-spaced in t + 1, dense near t = 0), then
   made unique like "quadratic". Visits T−1 (S = 1 gives [T−1]) and 0 (S ≥ 2).
 
-"linspace", "leading" and "trailing" follow diffusers' ``timestep_spacing`` and Lin et al. (2023), Table 2.
-diffusers computes them in floating point (``np.arange(T, 0, -T/S)`` for "trailing"), which for some (T, S)
-returns S + 1 values or breaks a rounding tie the other way; here the rationals are rounded exactly, so the
-result always has exactly S distinct values. The DDIM reference code builds "quadratic" in floating point too
-and keeps duplicates (T = 1000, S = 50 gives 49 distinct values); the lift above removes them and leaves
-duplicate-free grids unchanged.
+Rounding exactly gives every grid S distinct values; docs/SAMPLING.md, "Timestep grids", compares the grids
+with diffusers' ``timestep_spacing``, Lin et al. (2023), Table 2 and the DDIM reference code.
 """
 
 from __future__ import annotations
@@ -30,8 +26,6 @@ from collections.abc import Sequence
 import torch
 
 from .._checks import check_choice, check_int, fail
-
-STRATEGIES = ("linspace", "leading", "trailing", "quadratic", "log")
 
 
 def timestep_grid(
@@ -57,12 +51,7 @@ def timestep_grid(
 
 
 def visits_last(T: int, steps: int, strategy: str | Sequence[int] | torch.Tensor = "trailing") -> bool:
-    """Whether the grid starts at t = T−1, i.e. whether the first state the sampler sees is the noisiest one.
-
-    When it does not, the sampler still starts from x_T ~ N(0, I) but treats it as x at the first listed t,
-    where the true marginal still holds √ᾱ_t of signal: a mismatch that is worst for zero-terminal-SNR
-    schedules, whose ᾱ_{T−1} = 0 is exactly what the skipped step would have provided.
-    """
+    """Whether the grid starts at t = T−1, the noisiest state (see docs/SAMPLING.md, "Timestep grids")."""
     return int(timestep_grid(T, steps, strategy)[0]) == T - 1
 
 
@@ -154,3 +143,4 @@ _BUILDERS = {
     "quadratic": _quadratic,
     "log": _log,
 }
+STRATEGIES = tuple(_BUILDERS)

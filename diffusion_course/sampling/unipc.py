@@ -10,18 +10,14 @@ with B(h) = e^{−h} − 1 (the "bh2" variant). The weights a solve R a = b, the
 R_{ik} = r_k^{i−1} and b_i = i! φ_{i+1}(−h)/B(h), where φ_1(z) = (e^z − 1)/z and
 φ_{i+1}(z) = (φ_i(z) − 1/i!)/z (``unipc_weights``).
 
-* **UniP** (``unipc_predict``), order p: the p − 1 earlier predictions enter. Order 1 is the DDIM η = 0 /
-  first-order DPM-Solver++ step; order 2 uses a = ½ (as the paper does), and then
-  D = m₀ + (m₀ − m₁)/(2r) with r = −r₁ = h_before/h, **exactly DPM-Solver++(2M)**.
-* **UniC** (``unipc_correct``): once ε has been evaluated at the predicted x_n, its x̂₀ (m_n, at r = 1)
-  joins the difference table and the step from x is taken again, one order higher. The evaluation at the
-  predicted point is reused by the next predictor, so the corrector is free: one ε-evaluation per step.
-  After a first-order predictor the corrector is the exponential trapezoid,
-  x_n = (s_n/s_t) x + α_n (1 − e^{−h}) (m₀ + m_n)/2.
+* **UniP** (``unipc_predict``) of order p uses the p − 1 earlier predictions; order 1 is the DDIM η = 0 step,
+  order 2 (a = ½) is exactly DPM-Solver++(2M): D = m₀ + (m₀ − m₁)/(2r), r = −r₁ = h_before/h.
+* **UniC** (``unipc_correct``) takes the step again, one order higher, with m_n, the x̂₀ at the predicted
+  point (r = 1); the next predictor reuses that ε, so it is free. After order 1 it is the exponential
+  trapezoid x_n = (s_n/s_t) x + α_n (1 − e^{−h}) (m₀ + m_n)/2.
 
-The first steps have no history and run at the order the history allows; the last step goes to ᾱ = 1
-(h = ∞, s_n = 0) and is first order, x_0 = m₀ ("lower order final"), and the step before it is at most
-second order. Deterministic (``generator`` is accepted and unused).
+The last step (to ᾱ = 1) is first order, the one before at most second (docs/SAMPLING.md, "Fast solvers, UniPC
+and fitted grids"). Deterministic (``generator`` is accepted and unused).
 """
 
 from __future__ import annotations
