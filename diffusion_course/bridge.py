@@ -1,9 +1,10 @@
 r"""Driving a course ε-model with diffusers' schedulers, and the settings under which they agree with ours.
 
-diffusers is an optional extra (``pip install "diffusion-course[diffusers]"``); only its scheduler classes are
-used, offline (no hub downloads). Importing this module never imports diffusers; the functions that need it
-raise ImportError with the install command when it is missing. :func:`check_diffusers_installed` is the
-guard of notebook 10: a message for a learner without diffusers, an error under CI (``CI=true``).
+diffusers is an optional extra (``pip install "diffusion-course[diffusers]"``); only its scheduler classes and
+its ``AutoencoderKL`` class are used, offline (no hub downloads). Importing this module never imports
+diffusers; the functions that need it raise ImportError with the install command when it is missing.
+:func:`check_diffusers_installed` is the guard of notebook 10: a message for a learner without diffusers, an
+error under CI (``CI=true``).
 
 The driver :func:`run_diffusers_scheduler` is the loop of a diffusers pipeline, with the ε-model in place of
 the UNet:
@@ -31,6 +32,10 @@ Where the definitions still differ (documented, with numbers, in notebook 10 and
   Euler starts from x_T · σ_max where x_T/√ᾱ_(T−1) = x_T · √(σ_max² + 1) is the exact start.
 * diffusers stores β and ᾱ in float32 (``trained_betas`` is cast), and DPM-Solver and Euler compute their
   steps in float32: agreement is to float32 rounding (≈ 1e-6 relative), never bitwise.
+
+For latent diffusion, :func:`autoencoder_kl_config` gives the ``diffusers.AutoencoderKL`` config closest to a
+course :class:`~diffusion_course.models.Autoencoder` (same channels, latent shape and ``scaling_factor``) and
+says in words why the two networks still differ, so that weights cannot be copied one-to-one.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from collections.abc import Mapping
 import torch
 
 from ._checks import check_image_batch, check_int, fail
+from .models.autoencoder import Autoencoder
 from .sampling.common import call_eps_model, model_labels, progress_bar
 from .sampling.registry import SAMPLERS
 from .schedules import NoiseSchedule
@@ -292,3 +298,86 @@ def _integer_timesteps(ts: torch.Tensor, T: int) -> list[int]:
             fail("scheduler.timesteps", v, f"every timestep must lie in 0..{T - 1}")
         out.append(int(round(v)))
     return out
+
+
+def autoencoder_kl_config(autoencoder: Autoencoder) -> tuple[dict, list[str]]:
+    """The keyword config of the ``diffusers.AutoencoderKL`` closest to ``autoencoder``, and in words what
+    still differs between the two networks.
+
+    What maps: three resolutions (``block_out_channels`` = (c, 2c, 2c) for ``base_channels`` = c, one
+    ``DownEncoderBlock2D``/``UpDecoderBlock2D`` each, so two factor-2 downsamplings: H×W → H/4 × W/4),
+    ``layers_per_block`` = 1 (our one residual block per resolution in the encoder), the residual block itself
+    (GroupNorm, SiLU, 3×3 conv, twice, plus the skip; no time input, no dropout), GroupNorm groups, SiLU, no
+    attention (``mid_block_add_attention=False``), no 1×1 quant convs (``use_quant_conv=False``,
+    ``use_post_quant_conv=False``), and the posterior: both encoders end in GroupNorm, SiLU and a 3×3 conv to
+    2·``latent_channels`` "moments", split into (μ, log σ²) along the channels with log σ² clamped to
+    [−30, 20]. ``scaling_factor`` is copied; in both libraries it is applied outside the model (diffusers'
+    pipelines multiply ``latent_dist.sample()`` by it and divide before ``decode``; the course encodes μ,
+    ``latent_dist.mode()`` in diffusers). ``encode(x).latent_dist.mean``/``.logvar`` play the part of our
+    ``encode(x)`` pair, and ``decode(z).sample`` that of our ``decode(z)``.
+
+    The switches are only set where the installed diffusers' ``AutoencoderKL`` takes them (otherwise the
+    layer they remove is named among the differences). Needs diffusers (ImportError with the install command
+    otherwise). Returns ``(config, differences)``: ``AutoencoderKL(**config)`` builds, and ``differences`` is
+    a list of sentences.
+    """
+    if not isinstance(autoencoder, Autoencoder):
+        fail("autoencoder", type(autoencoder).__name__, "expected a course Autoencoder (models.Autoencoder)")
+    diffusers = require_diffusers()
+    accepted = set(inspect.signature(diffusers.AutoencoderKL.__init__).parameters) - {"self"}
+    ours = autoencoder.config
+    c1, c2 = ours["base_channels"], 2 * ours["base_channels"]
+    size = ours["image_size"]
+    config = {
+        "in_channels": ours["in_channels"],
+        "out_channels": ours["in_channels"],
+        "down_block_types": ("DownEncoderBlock2D",) * 3,
+        "up_block_types": ("UpDecoderBlock2D",) * 3,
+        "block_out_channels": (c1, c2, c2),
+        "layers_per_block": 1,
+        "act_fn": "silu",
+        "latent_channels": ours["latent_channels"],
+        "norm_num_groups": ours["groups"],
+        "sample_size": size,
+        "scaling_factor": float(autoencoder.scaling_factor),
+    }
+    differences = []
+    switches = {
+        "mid_block_add_attention": "its mid-blocks also hold a self-attention layer, which ours has none of",
+        "use_quant_conv": "its encoder output goes through an extra 1×1 convolution (quant_conv)",
+        "use_post_quant_conv": "its decoder input goes through an extra 1×1 convolution (post_quant_conv)",
+    }
+    for switch, layer in switches.items():
+        if switch in accepted:
+            config[switch] = False
+        else:
+            differences.append(f"This diffusers version has no `{switch}` switch: {layer}.")
+    sizes = f"{size}×{size} → {size // 2}×{size // 2} → {size // 4}×{size // 4}"
+    differences += [
+        f"Downsampling ({sizes}): diffusers pads only the right and bottom edge by one pixel and "
+        "then applies a 3×3 stride-2 convolution without padding; ours pads one pixel on every side "
+        "(padding=1). The sizes agree, but each output pixel sees input rows and columns 2i…2i+2 instead "
+        "of 2i−1…2i+1: the same kernel gives a feature map shifted by one input pixel.",
+        f"Where the channels change in the encoder: our first stride-2 convolution goes from {c1} to {c2} "
+        f"channels; diffusers' downsampling convolutions keep the channel count ({c1}→{c1}, {c2}→{c2}) and "
+        f"the first residual block at {size // 2}×{size // 2} changes it ({c1}→{c2}), with a 1×1 shortcut "
+        "convolution on its skip path that ours has no counterpart for.",
+        f"Mid-blocks: diffusers' encoder and decoder each have a mid-block of two residual blocks at "
+        f"{size // 4}×{size // 4} (mid_block_add_attention=False removes only the attention between them); "
+        "ours has none, so diffusers has four residual blocks more.",
+        "Decoder depth: diffusers' decoder has layers_per_block + 1 = 2 residual blocks per resolution (6, "
+        "besides the mid-block), ours 1 (3); with the mid-block, diffusers runs 4 residual blocks at "
+        f"{size // 4}×{size // 4} before its first upsampling where ours runs 1. layers_per_block = 0 would "
+        "not help: it also removes the encoder's residual blocks.",
+        f"Where the channels change in the decoder: our second upsampling convolution (nearest ×2, then 3×3 "
+        f"conv) goes from {c2} to {c1} channels; diffusers' upsampling convolutions keep {c2}, and the first "
+        f"residual block at {size}×{size} changes it to {c1}, with a 1×1 shortcut convolution.",
+        "GroupNorm epsilon: diffusers uses 1e-6 in every GroupNorm, ours PyTorch's default 1e-5, so even "
+        "layers with copied weights give slightly different outputs.",
+        "Parameter names and order: ours are positions in two nn.Sequential (encoder.0, "
+        "encoder.1.block.0, …, decoder.…), diffusers' are named modules (encoder.conv_in, "
+        "encoder.down_blocks.0.resnets.0.norm1, …, encoder.mid_block.…, decoder.up_blocks.…): a state "
+        "dict does not load into the other, and because of the differences above no renaming map can make "
+        "the two compute the same function.",
+    ]
+    return config, differences

@@ -58,12 +58,15 @@ class Checkpoint:
     - ``classes``: K, the number of classes: a class-conditional ε-model takes labels 0..K−1 (and K, its null
       class, for the unconditional prediction); a classifier predicts one of 0..K−1. ``None`` for an
       unconditional model. The JSON records no class names: for the MNIST models class k is the digit k.
+    - ``autoencoder``: for a latent diffusion model, the :class:`~diffusion_course.models.Autoencoder` whose
+      scaled latents it generates (``generate_samples`` decodes with it); ``None`` otherwise.
     """
 
     model: nn.Module
     schedule: NoiseSchedule | None
     info: dict
     classes: int | None
+    autoencoder: nn.Module | None = None
 
 
 MINE = "mine"  # the learner's own model, trained in notebook 02
@@ -276,7 +279,26 @@ def load_checkpoint(
             f"weights file {weights_path} does not fit the model in {json_path}: {err}"
         ) from None
     classes = info["model"]["config"].get("num_classes")
-    return Checkpoint(model.to(resolve_device(device)).eval(), schedule, info, classes)
+    autoencoder = _recorded_autoencoder(info, json_path, device)
+    return Checkpoint(model.to(resolve_device(device)).eval(), schedule, info, classes, autoencoder)
+
+
+def _recorded_autoencoder(info: dict, json_path: Path, device) -> nn.Module | None:
+    """A latent model's autoencoder (``info["autoencoder"]``: name and weights' SHA-256), loaded from beside
+    the checkpoint or from the shipped ones; the hash must match the one the latent model was trained on."""
+    record = info.get("autoencoder")
+    if record is None:
+        return None
+    sibling = json_path.parent / f"{record['name']}.json"
+    found = load_checkpoint(sibling if sibling.is_file() else record["name"], device)
+    if found.info.get("safetensors_sha256") != record["safetensors_sha256"]:
+        raise ValueError(
+            f"checkpoint {json_path} was trained on the latents of autoencoder {record['name']!r} with "
+            f"weights SHA-256 {record['safetensors_sha256'][:12]}…, but {found.info['json_path']} has "
+            f"{str(found.info.get('safetensors_sha256'))[:12]}…: decoding with other weights gives wrong "
+            "images"
+        )
+    return found.model
 
 
 def _recorded_schedule(info: dict, json_path: Path) -> NoiseSchedule | None:

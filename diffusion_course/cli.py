@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import platform
 import shlex
 import sys
 import time
@@ -31,6 +32,7 @@ import torch
 from .checkpoints import load_checkpoint, save_checkpoint
 from .classifier_training import classifier_accuracy, train_classifier
 from .configs import CONFIGS, get_config
+from .latent import train_autoencoder
 from .sampling.registry import SAMPLERS
 from .training import NonFiniteLossError, distributed_info, train
 
@@ -65,6 +67,9 @@ def add_train_parser(subparsers) -> None:
     p.add_argument(
         "--threads", type=int, help="CPU threads for torch (fewer can be faster on a busy machine)"
     )
+    p.add_argument(
+        "--autoencoder", help="latent runs: the autoencoder checkpoint (name or path) instead of the config's"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_train)
 
@@ -79,20 +84,26 @@ def run_train(args) -> int:
         device=args.device,
         checkpoint_every=args.checkpoint_every,
     )
-    images, labels = run.load_data()
+    autoencoder = _latent_autoencoder(run, args.autoencoder)
+    images, labels = run.load_data(autoencoder=args.autoencoder)
     model = run.build_model()
     if run.task == "diffusion" and getattr(model, "num_classes", None) is None:
         labels = None  # an unconditional model learns p(x) only
     schedule = run.make_schedule() if run.task == "diffusion" else None
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     started = time.perf_counter()
-    if run.task == "classifier":
+    if run.task != "diffusion":
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ValueError("the classifier trains in one process; run it without torchrun")
+            raise ValueError(f"the {run.task} trains in one process; run it without torchrun")
         if args.resume:
-            raise ValueError("--resume is for diffusion runs; the classifier run is short and restarts")
+            raise ValueError(f"--resume is for diffusion runs; the {run.task} run is short and restarts")
         if args.time_budget is not None:
-            raise ValueError("--time-budget is for diffusion runs; the classifier run is short")
+            raise ValueError(f"--time-budget is for diffusion runs; the {run.task} run is short")
+    if run.task == "classifier":
         result = train_classifier(model, images, labels, run.train, progress=not args.quiet)
+    elif run.task == "autoencoder":
+        kl_weight = run.extra["kl_weight"]
+        result = train_autoencoder(model, images, run.train, kl_weight=kl_weight, progress=not args.quiet)
     else:
         result = train(
             model,
@@ -117,6 +128,8 @@ def run_train(args) -> int:
             from .data import load_mnist
 
             metrics["heldout_accuracy"] = classifier_accuracy(result.model, *load_mnist("heldout"))
+    if run.task == "autoencoder":
+        metrics.update(autoencoder_metrics(result.model, run.data))
     launcher = f"torchrun --nproc_per_node={info.world_size} -m" if info.world_size > 1 else "python -m"
     path = save_checkpoint(
         args.out / (args.name or run.name),
@@ -136,9 +149,15 @@ def run_train(args) -> int:
             "seconds": round(seconds, 1),
             "device": result.device,
             "world_size": info.world_size,
+            "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, "
+            f"{torch.get_num_threads()} torch threads",
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
             "resumed": bool(args.resume),
             "time_budget": args.time_budget,
             "stopped": getattr(result, "stopped", None),
+            **({"autoencoder": autoencoder} if autoencoder else {}),
+            **({"kl_weight": run.extra["kl_weight"]} if run.task == "autoencoder" else {}),
         },
     )
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if v is not None)
@@ -147,6 +166,39 @@ def run_train(args) -> int:
     weights = path.with_suffix(".safetensors")
     print(f"wrote {path} and {weights} ({result.step} steps, {seconds:.0f} s, {shown}{why})")
     return 0
+
+
+def _latent_autoencoder(run, override: str | None) -> dict | None:
+    """For a latent run, what its checkpoint records of the autoencoder: its name and weights' SHA-256
+    (``load_checkpoint`` finds it beside the checkpoint or among the shipped ones, and checks the hash)."""
+    if run.data != "mnist-latent":
+        if override is not None:
+            raise ValueError(f"--autoencoder is for latent runs; {run.name} trains on {run.data}")
+        return None
+    from .checkpoints import read_checkpoint_info
+
+    info = read_checkpoint_info(override or run.extra["autoencoder"])
+    if info["model"]["kind"] != "autoencoder":
+        raise ValueError(f"--autoencoder {override}: {info['json_path']} is a {info['model']['kind']} "
+                         "checkpoint, not an autoencoder")  # fmt: skip
+    return {"name": info["name"], "safetensors_sha256": info["safetensors_sha256"]}
+
+
+def autoencoder_metrics(model, data: str) -> dict:
+    """Held-out reconstruction error (mean squared error per pixel) and, for MNIST, the course scores of
+    the reconstructions decode(μ(x)) (label accuracy, KID, FD, with intervals)."""
+    from .data import load_mnist
+    from .evaluation import evaluate_samples
+    from .latent import reconstruct
+
+    if data != "mnist-train":
+        return {}
+    images, labels = load_mnist("heldout")
+    recon = reconstruct(model, images)
+    scores = evaluate_samples(recon, labels)
+    metrics = {"heldout_mse_per_pixel": float((recon - images).pow(2).mean())}
+    metrics.update({f"heldout_reconstruction_{k}": v for k, v in scores.items() if k != "reference"})
+    return metrics
 
 
 def sampler_options() -> dict[str, tuple[type, object, list[str]]]:

@@ -21,8 +21,8 @@ from .models import build_model
 from .schedules import NoiseSchedule, make_schedule
 from .training import TrainConfig
 
-TASKS = ("diffusion", "classifier")
-DATASETS = ("mnist-train", "toy-mixture", "toy-mixture-labelled", "synthetic-digits")
+TASKS = ("diffusion", "classifier", "autoencoder")
+DATASETS = ("mnist-train", "mnist-latent", "toy-mixture", "toy-mixture-labelled", "synthetic-digits")
 
 UNET_QUICK = dict(
     base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1, attention_resolutions=(7,), num_classes=10
@@ -59,9 +59,11 @@ class RunConfig:
     def make_schedule(self) -> NoiseSchedule:
         return make_schedule(self.schedule, self.T)
 
-    def load_data(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(inputs, labels or None) for training, on the CPU."""
-        return load_run_data(self.data, self.data_size, seed=self.train.seed)
+    def load_data(self, autoencoder: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(inputs, labels or None) for training, on the CPU. ``autoencoder`` (a name or path) replaces
+        ``extra["autoencoder"]`` for latent data."""
+        return load_run_data(self.data, self.data_size, seed=self.train.seed,
+                             autoencoder=autoencoder or self.extra.get("autoencoder"))  # fmt: skip
 
     def with_train(self, **changes) -> RunConfig:
         """A copy with some ``TrainConfig`` fields replaced (``None`` values are ignored)."""
@@ -73,11 +75,13 @@ class RunConfig:
 
 
 def load_run_data(
-    data: str, size: int | None = None, seed: int = 0
+    data: str, size: int | None = None, seed: int = 0, autoencoder: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The training inputs of a data set name in DATASETS.
 
     - ``mnist-train``: the bundled MNIST training split (4,500 digits, labels 0..9).
+    - ``mnist-latent``: the same digits as scaled latents s·μ(x) of the ``autoencoder`` checkpoint
+      (``latent.load_autoencoder_data``).
     - ``toy-mixture``: ``size`` points of ``oracle.toy_mixture()`` (no labels);
       ``toy-mixture-labelled``: the same points with their component index as label.
     - ``synthetic-digits``: ``size`` images of ``data.synthetic_digits`` (a blob whose position encodes the
@@ -88,6 +92,12 @@ def load_run_data(
     generator = torch.Generator().manual_seed(seed)
     if data == "mnist-train":
         return load_mnist("train")
+    if data == "mnist-latent":
+        from .latent import load_autoencoder_data
+
+        if autoencoder is None:
+            fail("autoencoder", autoencoder, "latent data needs an autoencoder checkpoint, e.g. mnist-vae")
+        return load_autoencoder_data(autoencoder)
     size = check_int("data_size", size, low=1)
     if data in ("toy-mixture", "toy-mixture-labelled"):
         from .oracle import toy_mixture
@@ -140,6 +150,34 @@ register(RunConfig(
     train=TrainConfig(steps=20000, batch_size=128, lr=2e-4, warmup_steps=500, grad_clip=1.0, ema_decay=0.9995,
                       p_uncond=0.1, log_every=100, checkpoint_every=2000),
     expected_time="≈ 10–15 min on one GPU",
+))  # fmt: skip
+UNET_LATENT = dict(
+    in_channels=4, image_size=7, base_channels=64, channel_mults=(1,), num_res_blocks=2,
+    attention_resolutions=(7,), num_classes=10,
+)  # fmt: skip  # ≈ 0.96M parameters, 64 channels at 7×7: ≈ 0.4× mnist-cond's forward time on a CPU
+register(RunConfig(
+    name="mnist-vae",
+    description="KL autoencoder (≈0.12M params): 1×28×28 digits ↔ 4×7×7 latents, KL weight 1e-3",
+    task="autoencoder",
+    model_kind="autoencoder",
+    model_config=dict(in_channels=1, latent_channels=4, base_channels=16),
+    data="mnist-train",
+    train=TrainConfig(steps=3000, batch_size=64, lr=2e-3, warmup_steps=100, lr_decay="cosine", grad_clip=1.0,
+                      log_every=50),
+    extra={"kl_weight": 1e-3},
+    expected_time="≈ 5 min on 2 CPU cores",
+))  # fmt: skip
+register(RunConfig(
+    name="mnist-latent",
+    description="class-conditional UNet (≈0.96M params) on mnist-vae's 4×7×7 latents, label dropout 0.1",
+    task="diffusion",
+    model_kind="unet",
+    model_config=UNET_LATENT,
+    data="mnist-latent",
+    train=TrainConfig(steps=6000, batch_size=64, lr=1e-3, warmup_steps=200, lr_decay="cosine", grad_clip=1.0,
+                      ema_decay=0.999, p_uncond=0.1, log_every=50, checkpoint_every=500),
+    extra={"autoencoder": "mnist-vae"},
+    expected_time="≈ 15 min on 2 CPU cores (needs mnist-vae)",
 ))  # fmt: skip
 register(RunConfig(
     name="mnist-classifier",
@@ -195,6 +233,31 @@ register(RunConfig(
     data="synthetic-digits",
     data_size=20,
     train=TrainConfig(steps=4, batch_size=8, lr=1e-3, warmup_steps=2, p_uncond=0.2, log_every=2),
+    expected_time="seconds",
+))  # fmt: skip
+register(RunConfig(
+    name="test-vae",
+    description="narrow autoencoder for a few steps on 16 synthetic images — for tests",
+    task="autoencoder",
+    model_kind="autoencoder",
+    model_config=dict(in_channels=1, latent_channels=2, base_channels=8),
+    data="synthetic-digits",
+    data_size=16,
+    train=TrainConfig(steps=3, batch_size=8, lr=1e-3, warmup_steps=1, log_every=1),
+    extra={"kl_weight": 1e-3},
+    expected_time="seconds",
+))  # fmt: skip
+register(RunConfig(
+    name="test-latent",
+    description="one-level UNet (8 channels) for a few steps on test-vae latents of MNIST — for tests "
+    "(train with --autoencoder PATH)",
+    task="diffusion",
+    model_kind="unet",
+    model_config=dict(in_channels=2, image_size=7, base_channels=8, channel_mults=(1,), num_res_blocks=1,
+                      attention_resolutions=(), num_classes=10),
+    data="mnist-latent",
+    train=TrainConfig(steps=3, batch_size=8, lr=1e-3, warmup_steps=1, p_uncond=0.2, log_every=1),
+    extra={"autoencoder": "test-vae"},
     expected_time="seconds",
 ))  # fmt: skip
 register(RunConfig(

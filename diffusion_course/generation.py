@@ -123,6 +123,7 @@ def generate_samples(
     eps_model=None,
     device: str | torch.device | None = None,
     progress: bool = False,
+    decode: bool = True,
     **options,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Draw ``n`` samples of a checkpoint's model; return ``(samples, labels)`` as CPU float32 / long tensors.
@@ -136,7 +137,8 @@ def generate_samples(
     ε̃ = ε_u + s(ε_c − ε_u); an unconditional model takes neither (ValueError). x_T ~ N(0, I) and the sampler's
     noise come from one CPU generator seeded with ``seed``; ``device`` (default: the model's) is where the
     network runs. Other keyword ``options`` go to the sampler (e.g. ``variance="beta"`` for ddpm), which
-    refuses those it lacks.
+    refuses those it lacks. A latent model's samples are decoded to pixels, x = decode(z̃₀ / s), unless
+    ``decode=False`` (then the scaled latents z̃₀ come back).
     """
     if not isinstance(checkpoint, Checkpoint):
         fail("checkpoint", type(checkpoint).__name__, "expected a Checkpoint from load_checkpoint")
@@ -171,6 +173,10 @@ def generate_samples(
         eta=eta,
         **options,
     )
+    if decode and checkpoint.autoencoder is not None:
+        from .latent import decode_latents
+
+        out = decode_latents(checkpoint.autoencoder, out)
     return out.detach().to("cpu", torch.float32), labels
 
 

@@ -63,3 +63,9 @@ def test_bench_solvers_oracle_part_reports_a_verdict():
     for name in ("ddim", "euler", "heun", "dpmpp2m", "unipc"):
         assert f"| {name} |" in out
     assert "| unipc | fitted | 10 |" in out
+
+
+def test_bench_latent_prints_both_tables():
+    out = run_bench("bench_latent.py", "--steps", "2", "--n", "2", "--rounds", "1", "--forward-batch", "2")
+    assert "| 2 |" in out and "ratio latent / pixel" in out
+    assert "| input 1×28×28 | input 4×7×7 | ratio |" in out

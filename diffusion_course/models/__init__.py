@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from .._checks import fail
+from .autoencoder import Autoencoder
 from .classifier import Classifier
 from .embeddings import timestep_embedding
 from .mlp import MLP
@@ -20,6 +21,7 @@ MODEL_KINDS: dict[str, type[nn.Module]] = {
     "unet": UNet,
     "mlp": MLP,
     "classifier": Classifier,
+    "autoencoder": Autoencoder,
 }
 
 
@@ -55,6 +57,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 __all__ = [
     "MODEL_KINDS",
+    "Autoencoder",
     "Classifier",
     "MLP",
     "TinyUNet",
