@@ -174,10 +174,10 @@ register(RunConfig(
     model_kind="unet",
     model_config=UNET_LATENT,
     data="mnist-latent",
-    train=TrainConfig(steps=6000, batch_size=64, lr=1e-3, warmup_steps=200, lr_decay="cosine", grad_clip=1.0,
+    train=TrainConfig(steps=12000, batch_size=64, lr=1e-3, warmup_steps=200, lr_decay="cosine", grad_clip=1.0,
                       ema_decay=0.999, p_uncond=0.1, log_every=50, checkpoint_every=500),
     extra={"autoencoder": "mnist-vae"},
-    expected_time="≈ 15 min on 2 CPU cores (needs mnist-vae)",
+    expected_time="≈ 30 min on 2 CPU cores (needs mnist-vae)",
 ))  # fmt: skip
 register(RunConfig(
     name="mnist-classifier",

@@ -35,7 +35,8 @@ RESULTS_DIR = Path(__file__).resolve().parents[1] / "data" / "results"
 
 @dataclass(frozen=True)
 class Cell:
-    """One sampler configuration: ``row``/``col`` place it in its table; the rest is for generate_samples."""
+    """One sampler configuration: ``row``/``col`` place it in its table; the rest is for generate_samples.
+    ``checkpoint`` replaces the experiment's model for this cell (a table that compares models)."""
 
     row: str
     col: str
@@ -45,6 +46,7 @@ class Cell:
     strategy: str = "trailing"
     guidance: float | None = None
     options: dict = field(default_factory=dict)
+    checkpoint: str | None = None
 
     def sampling_kwargs(self) -> dict:
         return {"eta": self.eta, "strategy": self.strategy, "guidance": self.guidance, **self.options}
@@ -117,6 +119,20 @@ EXPERIMENTS: dict[str, Experiment] = {
             notebook="08_fast_solvers",
         ),
         Experiment(
+            "latent-vs-pixel",
+            "mnist-latent (DDIM on mnist-vae's 4×7×7 latents, decoded) against mnist-cond (DDIM on pixels)",
+            tuple(
+                Cell(row, f"S = {s}", "ddim", s, checkpoint=name)
+                for row, name in (
+                    ("pixels (mnist-cond)", "mnist-cond"),
+                    ("latents (mnist-latent)", "mnist-latent"),
+                )
+                for s in (10, 20, 50)
+            ),
+            checkpoint="mnist-latent",
+            notebook="13_latent_diffusion",
+        ),
+        Experiment(
             "guidance",
             "classifier-free guidance scale s at DDIM-20 (s = 1: the conditional model alone)",
             tuple(Cell(f"s = {s:g}", "S = 20", "ddim", 20, guidance=s) for s in (1.0, 2.0, 3.0, 5.0, 10.0)),
@@ -130,6 +146,12 @@ def get_experiment(name: str) -> Experiment:
     if name not in EXPERIMENTS:
         fail("experiment", name, f"known experiments are {', '.join(EXPERIMENTS)}")
     return EXPERIMENTS[name]
+
+
+def _checkpoint_names(experiment: Experiment) -> list[str]:
+    return list(
+        dict.fromkeys([experiment.checkpoint, *(c.checkpoint for c in experiment.cells if c.checkpoint)])
+    )
 
 
 def _chunk(checkpoint, cell: Cell, seed: int, size: int, scorer):
@@ -157,7 +179,7 @@ def run_experiment(
     if n % chunk:
         fail("n", n, f"must be a multiple of chunk={chunk}")
     seed = check_int("seed", seed, low=0)
-    checkpoint = load_checkpoint(experiment.checkpoint)
+    checkpoints = {name: load_checkpoint(name) for name in _checkpoint_names(experiment)}
     scorer = Scorer(load_classifier("cpu"))
     started = time.perf_counter()
     cells = []
@@ -165,7 +187,9 @@ def run_experiment(
         cell_start = time.perf_counter()
         feats, chunks = [], []
         for k in range(n // chunk):
-            f, correct = _chunk(checkpoint, cell, seed + k, chunk, scorer)
+            f, correct = _chunk(
+                checkpoints[cell.checkpoint or experiment.checkpoint], cell, seed + k, chunk, scorer
+            )
             feats.append(f)
             chunks.append({"seed": seed + k, "n": chunk, "correct": correct, "feature_sum": float(f.sum())})
         feats = torch.cat(feats)
@@ -180,7 +204,12 @@ def run_experiment(
         "description": experiment.description,
         "notebook": experiment.notebook,
         "checkpoint": experiment.checkpoint,
-        "checkpoint_sha256": checkpoint.info.get("safetensors_sha256"),
+        "checkpoint_sha256": checkpoints[experiment.checkpoint].info.get("safetensors_sha256"),
+        **(
+            {"checkpoints_sha256": {k: c.info.get("safetensors_sha256") for k, c in checkpoints.items()}}
+            if len(checkpoints) > 1
+            else {}
+        ),  # fmt: skip
         "command": command or f"python -m diffusion_course experiment {name} --n {n} --seed {seed}",
         "n": n,
         "seed": seed,
@@ -353,9 +382,8 @@ def reproduce_chunk(results: dict, cell_index: int = 0, chunk_index: int = 0) ->
     cell_index = check_int("cell_index", cell_index, low=0, high=len(results["cells"]) - 1)
     stored = results["cells"][cell_index]
     chunk_index = check_int("chunk_index", chunk_index, low=0, high=len(stored["chunks"]) - 1)
-    fields = {k: stored[k] for k in Cell.__dataclass_fields__}
-    cell = Cell(**fields)
-    checkpoint = load_checkpoint(results["checkpoint"])
+    cell = Cell(**{k: stored[k] for k in Cell.__dataclass_fields__ if k in stored})
+    checkpoint = load_checkpoint(cell.checkpoint or results["checkpoint"])
     c = stored["chunks"][chunk_index]
     feats, correct = _chunk(checkpoint, cell, c["seed"], c["n"], Scorer(load_classifier("cpu")))
     return {"seed": c["seed"], "n": c["n"], "correct": correct, "feature_sum": float(feats.sum())}

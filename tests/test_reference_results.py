@@ -39,8 +39,8 @@ def test_shipped_results_match_their_experiment_and_carry_provenance(name):
     results = load_results(name)
     assert PROVENANCE <= set(results)
     assert results["command"].startswith("python -m diffusion_course experiment " + name)
-    planned = [(c.row, c.col, c.sampler, c.steps) for c in get_experiment(name).cells]
-    shipped = [(c["row"], c["col"], c["sampler"], c["steps"]) for c in results["cells"]]
+    planned = [(c.row, c.col, c.sampler, c.steps, c.checkpoint) for c in get_experiment(name).cells]
+    shipped = [(c["row"], c["col"], c["sampler"], c["steps"], c.get("checkpoint")) for c in results["cells"]]
     assert shipped == planned, "the results file is stale: re-run the command it records"
     for cell in [*results["cells"], results["floor"]]:
         assert cell["fd_low"] <= cell["fd"] <= cell["fd_high"]

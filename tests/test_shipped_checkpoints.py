@@ -15,10 +15,13 @@ from diffusion_course.classifier_training import classifier_accuracy
 from diffusion_course.data import load_mnist
 from diffusion_course.evaluation import evaluate_samples
 from diffusion_course.generation import generate_samples
+from diffusion_course.latent import measure_scaling_factor, reconstruct
 from diffusion_course.metrics import sliced_w2
 from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
 
-SHIPPED = ("mnist-classifier", "toy2d", "mnist-cond")
+SHIPPED = ("mnist-classifier", "toy2d", "mnist-cond", "mnist-vae", "mnist-latent")
+# trained after the CLI recorded the machine and the load average beside the wall clock
+WITH_LOAD = ("mnist-vae", "mnist-latent")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,6 +39,8 @@ def test_recorded_hash_and_provenance(name):
     assert info["command"].startswith("python -m diffusion_course train --config ")
     assert isinstance(info["seed"], int) and info["seconds"] > 0 and info["device"]
     assert info["step"] == info["train_config"]["steps"]
+    if name in WITH_LOAD:
+        assert info["machine"] and len(info["load_average_at_start"]) == len(info["load_average_at_end"]) == 3
 
 
 def test_classifier_heldout_accuracy():
@@ -66,3 +71,30 @@ def test_mnist_cond_ddim20_draws_the_requested_digits():
     scores = evaluate_samples(samples, labels)
     assert scores["label_accuracy"] >= 0.85  # 0.94 measured at 7000 steps (seeds 0, 1, 2: 0.94, 0.98, 0.94)
     assert scores["fd"] < 1500  # 487 measured; 50 random real digits score 590–660, noise 9600
+
+
+def test_vae_heldout_reconstructions_are_re_measured():
+    """The recorded reconstruction error and label accuracy of decode(μ(x)) on the 500 held-out digits."""
+    checkpoint = load_checkpoint("mnist-vae", device="cpu")
+    metrics = checkpoint.info["metrics"]
+    images, labels = load_mnist("heldout")
+    recon = reconstruct(checkpoint.model, images)
+    assert float((recon - images).pow(2).mean()) == pytest.approx(metrics["heldout_mse_per_pixel"], rel=1e-4)
+    accuracy = classifier_accuracy(load_checkpoint("mnist-classifier", device="cpu").model, recon, labels)
+    assert accuracy == pytest.approx(metrics["heldout_reconstruction_label_accuracy"])
+    assert accuracy >= 0.95  # the target for the autoencoder
+
+
+def test_vae_scaling_factor_is_re_measured():
+    checkpoint = load_checkpoint("mnist-vae", device="cpu")
+    s = measure_scaling_factor(checkpoint.model, load_mnist("train")[0], seed=checkpoint.info["seed"])
+    assert s == pytest.approx(checkpoint.model.scaling_factor, rel=1e-4)
+
+
+def test_mnist_latent_ddim20_draws_the_requested_digits():
+    checkpoint = load_checkpoint("mnist-latent", device="cpu")
+    assert checkpoint.autoencoder.config == load_checkpoint("mnist-vae").model.config
+    samples, labels = generate_samples(checkpoint, "ddim", 20, n=50, seed=0)
+    assert samples.shape == (50, 1, 28, 28)
+    scores = evaluate_samples(samples, labels)
+    assert scores["label_accuracy"] >= 0.8  # 0.908 [0.879, 0.930] at DDIM-50, n = 500, when shipped
