@@ -168,7 +168,8 @@ def test_tampered_json_raises_naming_the_file(tmp_path):
     json_path.write_text(good)
     edit_json(json_path, lambda i: i["model"].update(kind="evil"))
     with pytest.raises(
-        ValueError, match=r"ckpt\.json: unknown model kind 'evil'; known kinds are autoencoder, classifier, mlp"
+        ValueError,
+        match=r"ckpt\.json: unknown model kind 'evil'; known kinds are autoencoder, classifier, mlp",
     ):
         load_checkpoint(json_path)
     json_path.write_text(good)

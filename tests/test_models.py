@@ -200,7 +200,8 @@ def test_build_model_round_trips_through_json(kind, config):
 
 
 def test_build_model_rejects_unknown_kind_and_keys():
-    with pytest.raises(ValueError, match="known model kinds are autoencoder, classifier, mlp, tiny_unet, unet"):
+    known = "known model kinds are autoencoder, classifier, mlp, tiny_unet, unet"
+    with pytest.raises(ValueError, match=known):
         build_model("transformer")
     with pytest.raises(ValueError, match="not a valid configuration for UNet"):
         build_model("unet", channels=3)
