@@ -84,8 +84,9 @@ def test_zero_terminal_snr_rescale(name):
 
 def test_q_sample_closed_form_exact_values():
     s = linear_schedule(100)
-    x0 = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    noise = torch.randn_like(x0)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 1, 4, 4, generator=g)
+    noise = torch.randn(x0.shape, generator=g)
     t = torch.tensor([0, 50, 99])
     xt = s.q_sample(x0, t, noise)
     for i in range(3):
@@ -190,3 +191,14 @@ def test_bad_x0_and_noise():
         s.q_sample(torch.zeros(2, 3), 1, noise=torch.zeros(2, 4))
     with pytest.raises(ValueError, match="^t"):
         s.q_chain(torch.zeros(2, 3), 10)
+
+
+def test_q_sample_noise_scale_is_exact_in_float32_near_t0():
+    """1 − ᾱ_0 rounded in float32 would scale the noise 1.7e-4 too much; the roots are taken in float64."""
+    s = linear_schedule(1000)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.zeros(1000, 1, 2, 2)
+    noise = torch.randn(x0.shape, generator=g)
+    xt = s.q_sample(x0, 0, noise)
+    exact = (1.0 - s.alpha_bar[0]).sqrt() * noise.double()
+    assert (xt.double() - exact).abs().max() / exact.abs().max() < 1e-6
