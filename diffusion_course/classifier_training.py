@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_int, fail
 from .profiles import resolve_device
-from .training import NonFiniteLossError, TrainConfig, TrainResult, check_training_data, lr_at, stream_seed
+from .training import TrainConfig, TrainResult, check_training_data, optimizer_step, stream_seed
 
 
 def random_shift(
@@ -66,17 +66,8 @@ def train_classifier(
     for step in bar:
         idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=data_gen).to(device)
         x = random_shift(images[idx], max_shift, data_gen)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
         loss = F.cross_entropy(model(x), labels[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
-        if not np.isfinite(losses[-1]):
-            raise NonFiniteLossError(f"classifier loss is {losses[-1]} at step {step}: lower lr")
+        losses.append(optimizer_step(model, optimizer, loss, step, config, "classifier"))
         if (step + 1) % config.log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-config.log_every :]):.4f}")
     model.eval()

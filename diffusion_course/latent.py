@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from ._checks import check_float, check_image_batch, fail
 from .models.autoencoder import Autoencoder, kl_divergence, reconstruction_error, reparameterize
 from .profiles import resolve_device
-from .training import NonFiniteLossError, TrainConfig, TrainResult, lr_at, stream_seed
+from .training import TrainConfig, TrainResult, optimizer_step, stream_seed
 
 
 def vae_loss(
@@ -68,17 +67,8 @@ def train_autoencoder(
     bar = tqdm(range(config.steps), disable=not progress, desc="train autoencoder")
     for step in bar:
         idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=data_gen).to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
         loss, parts = vae_loss(model, images[idx], kl_weight, noise_gen)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
-        if not np.isfinite(losses[-1]):
-            raise NonFiniteLossError(f"autoencoder loss is {losses[-1]} at step {step}: lower lr")
+        losses.append(optimizer_step(model, optimizer, loss, step, config, "autoencoder"))
         if (step + 1) % config.log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-config.log_every :]):.3f}", kl=f"{parts['kl']:.1f}")
     model.eval()

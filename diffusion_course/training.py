@@ -274,6 +274,30 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return config.lr
 
 
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    step: int,
+    config: TrainConfig,
+    what: str,
+) -> float:
+    """One single-process update at lr_at(step): zero the gradients, backpropagate ``loss``, clip the
+    gradient norm to ``config.grad_clip`` (when > 0), step. Returns the loss; a non-finite one raises
+    :class:`NonFiniteLossError` naming ``what`` before any weight changes."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"{what} loss is {value} at step {step}: lower lr")
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, config)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return value
+
+
 def _resolve_flag(value: bool | str, device: torch.device) -> bool:
     return device.type == "cuda" if value == "auto" else bool(value)
 

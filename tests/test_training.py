@@ -434,3 +434,23 @@ def test_ddp_with_two_gloo_ranks_keeps_identical_weights(tmp_path):
     state = load_training_state(tmp_path / "run" / "train_state.pt")
     assert state["world_size"] == 2 and len(state["rng"]) == 2
     assert not torch.equal(state["rng"][0]["data"], state["rng"][1]["data"])
+
+
+def test_optimizer_step_sets_the_lr_clips_and_refuses_a_non_finite_loss_before_any_update():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    config = quiet(steps=10, lr=1e-2, warmup_steps=4, grad_clip=1e-3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=99.0)
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    loss = (1e3 * model(torch.ones(2, 3)) + 1e3).pow(2).mean()
+    assert training.optimizer_step(model, optimizer, loss, 1, config, "toy") == pytest.approx(loss.item())
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 2 / 4)  # warm-up step 2 of 4
+    grad = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert grad.norm() == pytest.approx(1e-3, rel=1e-4)  # clipped from ~1e6
+    update = torch.cat([p.detach().flatten() for p in model.parameters()]) - before
+    assert torch.allclose(update, -1e-2 * 2 / 4 * grad, rtol=0, atol=1e-7)  # SGD at the warm-up lr
+    weights = [p.detach().clone() for p in model.parameters()]
+    nan_loss = model(torch.ones(1, 3)).sum() * float("nan")
+    with pytest.raises(NonFiniteLossError, match="toy loss is nan at step 7"):
+        training.optimizer_step(model, optimizer, nan_loss, 7, config, "toy")
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
