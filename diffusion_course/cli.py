@@ -70,6 +70,10 @@ def add_train_parser(subparsers) -> None:
     p.add_argument(
         "--autoencoder", help="latent runs: the autoencoder checkpoint (name or path) instead of the config's"
     )
+    p.add_argument(
+        "--teacher",
+        help="distillation runs: the teacher checkpoint (name, path or 'mine') instead of the config's",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_train)
 
@@ -84,13 +88,17 @@ def run_train(args) -> int:
         device=args.device,
         checkpoint_every=args.checkpoint_every,
     )
+    if run.task == "distillation":
+        return _train_distillation(args, run)
+    if args.teacher is not None:
+        raise ValueError(f"--teacher is for distillation runs; {run.name} is a {run.task} run")
     autoencoder = _latent_autoencoder(run, args.autoencoder)
     images, labels = run.load_data(autoencoder=args.autoencoder)
     model = run.build_model()
     if run.task == "diffusion" and getattr(model, "num_classes", None) is None:
         labels = None  # an unconditional model learns p(x) only
     schedule = run.make_schedule() if run.task == "diffusion" else None
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    load_at_start = _load_average()
     started = time.perf_counter()
     if run.task != "diffusion":
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -130,9 +138,33 @@ def run_train(args) -> int:
             metrics["heldout_accuracy"] = classifier_accuracy(result.model, *load_mnist("heldout"))
     if run.task == "autoencoder":
         metrics.update(autoencoder_metrics(result.model, run.data))
+    extra = {
+        "data_size": int(images.shape[0]),
+        **({"autoencoder": autoencoder} if autoencoder else {}),
+        **({"kl_weight": run.extra["kl_weight"]} if run.task == "autoencoder" else {}),
+    }
+    path = _save_run(
+        args, run, args.name or run.name, result, schedule, metrics, seconds, load_at_start, extra
+    )
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if v is not None)
+    stopped = getattr(result, "stopped", None)
+    why = f"; stopped at the time budget of {args.time_budget:g} s, --resume continues" if stopped else ""
+    weights = path.with_suffix(".safetensors")
+    print(f"wrote {path} and {weights} ({result.step} steps, {seconds:.0f} s, {shown}{why})")
+    return 0
+
+
+def _load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _save_run(args, run, name, result, schedule, metrics, seconds, load_at_start, extra) -> Path:
+    """Write the checkpoint of a run with its provenance: the command, config, seed, seconds, machine and
+    the load average at the start and end."""
+    info = distributed_info()
     launcher = f"torchrun --nproc_per_node={info.world_size} -m" if info.world_size > 1 else "python -m"
-    path = save_checkpoint(
-        args.out / (args.name or run.name),
+    return save_checkpoint(
+        args.out / name,
         result.model,
         result.ema_model,
         config=run.train.to_dict(),
@@ -145,26 +177,84 @@ def run_train(args) -> int:
         extra={
             "run_config": run.name,
             "description": run.description,
-            "data_size": int(images.shape[0]),
-            "seconds": round(seconds, 1),
+            "seconds": round(seconds, 3),
             "device": result.device,
             "world_size": info.world_size,
             "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, "
             f"{torch.get_num_threads()} torch threads",
             "load_average_at_start": load_at_start,
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "load_average_at_end": _load_average(),
             "resumed": bool(args.resume),
             "time_budget": args.time_budget,
             "stopped": getattr(result, "stopped", None),
-            **({"autoencoder": autoencoder} if autoencoder else {}),
-            **({"kl_weight": run.extra["kl_weight"]} if run.task == "autoencoder" else {}),
+            **extra,
         },
     )
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if v is not None)
-    stopped = getattr(result, "stopped", None)
-    why = f"; stopped at the time budget of {args.time_budget:g} s, --resume continues" if stopped else ""
-    weights = path.with_suffix(".safetensors")
-    print(f"wrote {path} and {weights} ({result.step} steps, {seconds:.0f} s, {shown}{why})")
+
+
+def _train_distillation(args, run) -> int:
+    """``train --config mnist-distill``: the rounds of ``distillation.distill`` from the config's teacher,
+    one checkpoint ``<prefix>-<N>`` per round (written as the round ends; ``--resume`` skips the rounds
+    whose checkpoint is there and continues the current round from its resume state)."""
+    from .checkpoints import read_checkpoint_info
+    from .distillation import distill, v_student
+
+    if args.time_budget is not None:
+        raise ValueError(
+            "--time-budget is for diffusion runs; a distillation run resumes by rounds (--resume)"
+        )
+    if args.autoencoder is not None:
+        raise ValueError(f"--autoencoder is for latent runs; {run.name} distils {run.extra['teacher']}")
+    teacher_name = args.teacher or run.extra["teacher"]
+    teacher_ckpt = load_checkpoint(teacher_name, device=run.train.device)
+    teacher_info = read_checkpoint_info(teacher_name)
+    kind = teacher_info["model"]["kind"]
+    if kind not in ("unet", "tiny_unet", "v_prediction") or teacher_ckpt.autoencoder is not None:
+        what = f"{kind} checkpoint" + (" on latents" if teacher_ckpt.autoencoder is not None else "")
+        raise ValueError(
+            f"--teacher {teacher_name}: {teacher_info['json_path']} is a {what}; distillation takes a "
+            "pixel-space diffusion model (unet, tiny_unet or v_prediction)"
+        )
+    schedule = teacher_ckpt.schedule
+    images, labels = run.load_data()
+    rounds, prefix = list(run.extra["rounds"]), run.extra["name_prefix"]
+    first_steps = run.extra.get("first_round_steps", run.train.steps)
+
+    def config(n: int):
+        return run.train.replace(steps=first_steps) if n == rounds[0] and not args.steps else run.train
+
+    def finished(n: int):
+        path = args.out / f"{prefix}-{n}.json"
+        return (
+            load_checkpoint(path, device=run.train.device).model if args.resume and path.is_file() else None
+        )
+
+    load_at_start = {"value": _load_average()}
+    total = {"seconds": 0.0}
+
+    def on_round(n: int, result, seconds: float) -> None:
+        total["seconds"] += seconds
+        if not distributed_info().is_main:
+            return
+        teacher = {"name": teacher_info["name"], "safetensors_sha256": teacher_info["safetensors_sha256"]}
+        distillation = {
+            "rounds": rounds,
+            "student_steps": n,
+            "teacher_steps": 2 * n,
+            "round_steps": config(n).steps,
+            "seconds_all_rounds_so_far": round(total["seconds"], 1),
+        }
+        extra = {"data_size": int(images.shape[0]), "teacher": teacher, "distillation": distillation}
+        metrics = {"final_loss": float(np.mean(result.losses[-100:]))}
+        path = _save_run(args, run, f"{prefix}-{n}", result, schedule, metrics, seconds,
+                         load_at_start["value"], extra)  # fmt: skip
+        load_at_start["value"] = _load_average()
+        loss = metrics["final_loss"]
+        print(f"wrote {path} (round {n}: {result.step} steps, {seconds:.0f} s, final loss {loss:.4g})")
+
+    student = v_student(teacher_ckpt.model, schedule)
+    distill(teacher_ckpt.model, student, images, labels, schedule, rounds, config, out_dir=args.out,
+            resume=args.resume, progress=not args.quiet, on_round=on_round, finished=finished)  # fmt: skip
     return 0
 
 

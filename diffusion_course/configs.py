@@ -21,7 +21,7 @@ from .models import build_model
 from .schedules import NoiseSchedule, make_schedule
 from .training import TrainConfig
 
-TASKS = ("diffusion", "classifier", "autoencoder")
+TASKS = ("diffusion", "classifier", "autoencoder", "distillation")
 DATASETS = ("mnist-train", "mnist-latent", "toy-mixture", "toy-mixture-labelled", "synthetic-digits")
 
 UNET_QUICK = dict(
@@ -130,13 +130,13 @@ register(RunConfig(
 ))  # fmt: skip
 register(RunConfig(
     name="mnist-cond-fast",
-    description="mnist-cond's UNet for one sitting: higher lr decayed over 1,700 steps (about 600 s on 2 CPU "
-    "cores), Min-SNR-5 loss weight, short EMA",
+    description="mnist-cond's UNet for one sitting: higher lr decayed over 4,000 steps or the time budget, "
+    "whichever ends first, Min-SNR-5 loss weight, short EMA",
     task="diffusion",
     model_kind="unet",
     model_config=UNET_QUICK,
     data="mnist-train",
-    train=TrainConfig(steps=1700, batch_size=64, lr=2e-3, warmup_steps=100, lr_decay="cosine", grad_clip=1.0,
+    train=TrainConfig(steps=4000, batch_size=64, lr=2e-3, warmup_steps=100, lr_decay="cosine", grad_clip=1.0,
                       ema_decay=0.995, p_uncond=0.1, min_snr_gamma=5.0, log_every=25, checkpoint_every=500),
     expected_time="run it with --time-budget 600 (docs/benchmarks/training.md: quality against seconds)",
 ))  # fmt: skip
@@ -178,6 +178,20 @@ register(RunConfig(
                       ema_decay=0.999, p_uncond=0.1, log_every=50, checkpoint_every=500),
     extra={"autoencoder": "mnist-vae"},
     expected_time="≈ 30 min on 2 CPU cores (needs mnist-vae)",
+))  # fmt: skip
+register(RunConfig(
+    name="mnist-distill",
+    description="progressive distillation of mnist-cond into v-predicting students: DDIM-64 teacher → "
+    "32, 16, 8, 4, 2, 1 steps, label dropout 0.1",
+    task="distillation",
+    model_kind="v_prediction",
+    model_config=dict(net="unet", **UNET_QUICK),
+    data="mnist-train",
+    train=TrainConfig(steps=1500, batch_size=64, lr=3e-4, warmup_steps=50, lr_decay="cosine", grad_clip=1.0,
+                      ema_decay=0.995, p_uncond=0.1, log_every=25, checkpoint_every=250),
+    extra={"teacher": "mnist-cond", "rounds": (32, 16, 8, 4, 2, 1), "first_round_steps": 3000,
+           "name_prefix": "mnist-distilled"},
+    expected_time="≈ 40 min on 2 CPU cores (resumable by rounds)",
 ))  # fmt: skip
 register(RunConfig(
     name="mnist-classifier",
@@ -233,6 +247,20 @@ register(RunConfig(
     data="synthetic-digits",
     data_size=20,
     train=TrainConfig(steps=4, batch_size=8, lr=1e-3, warmup_steps=2, p_uncond=0.2, log_every=2),
+    expected_time="seconds",
+))  # fmt: skip
+register(RunConfig(
+    name="test-distill",
+    description="two rounds (2 → 1 student steps) of a few steps from mnist-cond on 16 synthetic images "
+    "— for tests",
+    task="distillation",
+    model_kind="v_prediction",
+    model_config=dict(net="unet", **UNET_QUICK),
+    data="synthetic-digits",
+    data_size=16,
+    train=TrainConfig(steps=2, batch_size=4, lr=1e-4, warmup_steps=1, p_uncond=0.5, log_every=1),
+    extra={"teacher": "mnist-cond", "rounds": (2, 1), "first_round_steps": 3,
+           "name_prefix": "test-distilled"},
     expected_time="seconds",
 ))  # fmt: skip
 register(RunConfig(

@@ -48,6 +48,8 @@ class EvalCounter:
 def sample_shape(info: dict) -> tuple[int, ...]:
     """The shape of one sample of the checkpoint's model: (dim,) for the 2-D MLP, (C, H, W) for images."""
     kind, config = info["model"]["kind"], info["model"]["config"]
+    if kind == "v_prediction":  # the config is the inner network's, plus the schedule
+        kind = config["net"]
     if kind == "mlp":
         return (int(config["dim"]),)
     if kind in ("unet", "tiny_unet"):

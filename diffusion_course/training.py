@@ -136,16 +136,7 @@ def diffusion_loss(
     batch, dev = x0.shape[0], (generator.device if generator is not None else x0.device)
     t = torch.randint(0, schedule.T, (batch,), generator=generator, device=dev).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
-    if p_uncond > 0:
-        if labels is None:
-            fail(
-                "p_uncond", p_uncond, "label dropout needs labels; use p_uncond=0 for unconditional training"
-            )
-        num_classes = getattr(unwrap_model(model), "num_classes", None)
-        if num_classes is None:
-            fail("p_uncond", p_uncond, "the model is unconditional (num_classes=None); use p_uncond=0")
-        drop = (torch.rand(batch, generator=generator, device=dev) < p_uncond).to(labels.device)
-        labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
+    labels = drop_labels(model, labels, p_uncond, generator)
     x_t = schedule.q_sample(x0, t, noise)
     eps = model(x_t, t, labels=labels) if labels is not None else model(x_t, t)
     if gamma == 0.0:
@@ -154,6 +145,23 @@ def diffusion_loss(
     snr = alpha_bar / (1.0 - alpha_bar)
     weight = (snr.clamp(max=gamma) / snr).float()
     return (weight * (eps.float() - noise.float()).pow(2).flatten(1).mean(dim=1)).mean()
+
+
+def drop_labels(
+    model, labels: torch.Tensor | None, p_uncond: float, generator: torch.Generator | None = None
+) -> torch.Tensor | None:
+    """Label dropout for classifier-free guidance: each label becomes the null class K (the model's
+    ``num_classes``) with probability ``p_uncond``, one uniform draw per label from ``generator``."""
+    if p_uncond == 0:
+        return labels
+    if labels is None:
+        fail("p_uncond", p_uncond, "label dropout needs labels; use p_uncond=0 for unconditional training")
+    num_classes = getattr(unwrap_model(model), "num_classes", None)
+    if num_classes is None:
+        fail("p_uncond", p_uncond, "the model is unconditional (num_classes=None); use p_uncond=0")
+    dev = generator.device if generator is not None else labels.device
+    drop = (torch.rand(labels.shape[0], generator=generator, device=dev) < p_uncond).to(labels.device)
+    return torch.where(drop, torch.full_like(labels, num_classes), labels)
 
 
 class EMA:
@@ -263,13 +271,16 @@ def check_training_data(images, labels, num_classes: int | None) -> None:
     check_labels(labels, images.shape[0], num_classes)
 
 
-def lr_at(step: int, config: TrainConfig) -> float:
+def lr_at(step: int, config: TrainConfig, time_fraction: float = 0.0) -> float:
     """Linear warm-up over ``warmup_steps`` (lr·(step+1)/warmup), then constant ``lr``, or with
-    ``lr_decay="cosine"`` lr · (0.1 + 0.9 · ½(1 + cos(π p))), p = (step − warmup)/(steps − warmup)."""
+    ``lr_decay="cosine"`` lr · (0.1 + 0.9 · ½(1 + cos(π p))), p = (step − warmup)/(steps − warmup).
+
+    ``time_fraction`` (the share of a time budget spent) moves the decay on when it is ahead of the steps:
+    p = max(p, time_fraction), so a run cut by its budget on a slow machine still ends at lr/10."""
     if config.warmup_steps and step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     if config.lr_decay == "cosine":
-        p = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        p = max((step - config.warmup_steps) / max(1, config.steps - config.warmup_steps), time_fraction)
         return config.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(p, 1.0))))
     return config.lr
 
@@ -315,8 +326,11 @@ def train(
     time_budget: float | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_log: Callable[[int, list[float], nn.Module], None] | None = None,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor | None, torch.Generator], torch.Tensor]
+    | None = None,
 ) -> TrainResult:
-    """Train an ε-model on ``images`` (N, …) [with ``labels`` (N,)] with ``diffusion_loss``.
+    """Train an ε-model on ``images`` (N, …) [with ``labels`` (N,)] with ``diffusion_loss``, or with
+    ``loss_fn(model, x0, labels, generator)`` (e.g. :class:`~diffusion_course.distillation.DistillationLoss`).
 
     With ``out_dir`` the resume state (weights, EMA, optimizer, step, losses, RNG states of every rank) is
     written to ``out_dir/train_state.pt`` every ``checkpoint_every`` steps and at the end; ``resume=True``
@@ -325,7 +339,9 @@ def train(
     The run ends early, after a whole step, when ``time_budget`` seconds of wall clock have passed since the
     call or when ``should_stop()`` returns True (all ranks stop together); the resume state is then written
     as at the end, so ``resume=True`` continues exactly where it stopped, and ``TrainResult.stopped`` says
-    why. ``on_log(step, losses, ema_model)`` is called every ``log_every`` steps (e.g. for a live plot).
+    why. With a budget, a cosine learning-rate decay ends at whichever comes first, the last step or the
+    end of the budget (``lr_at``'s ``time_fraction``). ``on_log(step, losses, ema_model)`` is called every
+    ``log_every`` steps (e.g. for a live plot).
     """
     if not isinstance(config, TrainConfig):
         fail("config", type(config).__name__, "expected a TrainConfig")
@@ -339,7 +355,7 @@ def train(
         fail("resume", resume, "resuming needs out_dir (the folder holding train_state.pt)")
     if time_budget is not None:
         time_budget = check_float("time_budget", time_budget, low=0.0)
-    for name, fn in (("should_stop", should_stop), ("on_log", on_log)):
+    for name, fn in (("should_stop", should_stop), ("on_log", on_log), ("loss_fn", loss_fn)):
         if fn is not None and not callable(fn):
             fail(name, fn, "expected a function (or None)")
     started = time.perf_counter()
@@ -428,6 +444,17 @@ def train(
             reason = ("time budget", "stop requested", None)[int(codes)]
         return reason
 
+    def budget_spent() -> float:
+        """The share of the time budget used so far (the same on every rank), for the cosine decay."""
+        if not time_budget or config.lr_decay != "cosine":
+            return 0.0
+        spent = (time.perf_counter() - started) / time_budget
+        if info.world_size > 1:  # every rank must take the same learning rate
+            shared = torch.tensor([spent], device=device)
+            dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+            spent = float(shared)
+        return spent
+
     stopped = None
     ddp_model.train()
     while step < config.steps:
@@ -435,11 +462,14 @@ def train(
         x0 = images[idx].contiguous(memory_format=memory_format)
         y = labels[idx] if labels is not None else None
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
+            group["lr"] = lr_at(step, config, budget_spent())
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = diffusion_loss(
-                ddp_model, x0, schedule, y, config.p_uncond, noise_gen, min_snr_gamma=config.min_snr_gamma
-            )
+            if loss_fn is None:
+                loss = diffusion_loss(
+                    ddp_model, x0, schedule, y, config.p_uncond, noise_gen, min_snr_gamma=config.min_snr_gamma
+                )
+            else:
+                loss = loss_fn(ddp_model, x0, y, noise_gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:

@@ -50,6 +50,10 @@ def main(out: Path) -> None:
         fresh_model(), points, labels, schedule, config, out_dir=out / "run", resume=True, progress=False
     )
 
+    # a cosine decay under a time budget reads the clock: the ranks must still take the same lr
+    cosine = config.replace(lr_decay="cosine")
+    budgeted = train(fresh_model(), points, labels, schedule, cosine, progress=False, time_budget=3600)
+
     info = distributed_info()
     report = {
         "rank": info.rank,
@@ -61,6 +65,7 @@ def main(out: Path) -> None:
         "resumed_ema": digest(resumed.ema_model),
         "resumed_losses": resumed.losses,
         "first_input_sum": first_inputs[0],
+        "budgeted_weights": digest(budgeted.model),
     }
     (out / f"rank{info.rank}.json").write_text(json.dumps(report))
     torch.distributed.destroy_process_group()

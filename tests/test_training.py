@@ -394,6 +394,24 @@ def test_cosine_decay_goes_from_lr_to_a_tenth_after_the_warmup():
         quiet(lr_decay="linear")
 
 
+def test_cosine_decay_follows_the_time_budget_when_it_runs_ahead_of_the_steps(points, tmp_path, monkeypatch):
+    config = quiet(steps=110, warmup_steps=10, lr=1e-3, lr_decay="cosine")
+    assert training.lr_at(60, config, time_fraction=0.2) == pytest.approx(1e-3 * (0.1 + 0.45))  # steps lead
+    assert training.lr_at(20, config, time_fraction=0.5) == pytest.approx(1e-3 * (0.1 + 0.45))  # time leads
+    assert training.lr_at(20, config, time_fraction=3.0) == pytest.approx(1e-4)
+    assert training.lr_at(5, config, time_fraction=0.9) == pytest.approx(6e-4)  # the warm-up is by steps
+    assert training.lr_at(60, config.replace(lr_decay="none"), time_fraction=0.9) == 1e-3
+    # in the trainer: a clock that moves 1 s per reading, a 40 s budget, far fewer steps than configured
+    clock = iter(range(10**6))
+    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(clock)))
+    x, _ = points
+    config = quiet(steps=1000, warmup_steps=2, lr=1e-3, lr_decay="cosine", log_every=1000)
+    cut = train(MLP(hidden=8, depth=1), x, None, SCHEDULE, config, tmp_path, progress=False, time_budget=40)
+    assert cut.stopped == "time budget" and cut.step < 40
+    last_lr = load_training_state(tmp_path / "train_state.pt")["optimizer"]["param_groups"][0]["lr"]
+    assert last_lr == pytest.approx(1e-4, rel=0.1)  # the decay ended with the budget, not at step 1000
+
+
 def test_warmup_is_linear_then_constant():
     config = TrainConfig(lr=1e-3, warmup_steps=4)
     assert [training.lr_at(s, config) for s in range(6)] == pytest.approx(
@@ -425,6 +443,7 @@ def test_ddp_with_two_gloo_ranks_keeps_identical_weights(tmp_path):
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["world_size"] == rank1["world_size"] == 2
     assert rank0["weights"] == rank1["weights"] and rank0["ema"] == rank1["ema"]
+    assert rank0["budgeted_weights"] == rank1["budgeted_weights"]
     assert rank0["first_input_sum"] != rank1["first_input_sum"]  # each rank trains on its own batches
     assert rank0["losses"] == rank1["losses"]  # the logged loss is the mean over ranks
     # resuming under DDP (3 + 3 steps) ends exactly where 6 straight steps do

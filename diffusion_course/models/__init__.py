@@ -15,6 +15,7 @@ from .embeddings import timestep_embedding
 from .mlp import MLP
 from .tiny_unet import TinyUNet
 from .unet import UNet
+from .v_prediction import VPrediction
 
 MODEL_KINDS: dict[str, type[nn.Module]] = {
     "tiny_unet": TinyUNet,
@@ -22,6 +23,7 @@ MODEL_KINDS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "classifier": Classifier,
     "autoencoder": Autoencoder,
+    "v_prediction": VPrediction,
 }
 
 
@@ -62,6 +64,7 @@ __all__ = [
     "MLP",
     "TinyUNet",
     "UNet",
+    "VPrediction",
     "build_model",
     "count_parameters",
     "model_kind",
