@@ -158,7 +158,7 @@ def _load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _save_run(args, run, name, result, schedule, metrics, seconds, load_at_start, extra) -> Path:
+def _save_run(args, run, name, result, schedule, metrics, seconds, load_at_start, extra, config=None) -> Path:
     """Write the checkpoint of a run with its provenance: the command, config, seed, seconds, machine and
     the load average at the start and end."""
     info = distributed_info()
@@ -167,7 +167,7 @@ def _save_run(args, run, name, result, schedule, metrics, seconds, load_at_start
         args.out / name,
         result.model,
         result.ema_model,
-        config=run.train.to_dict(),
+        config=(config or run.train).to_dict(),
         schedule=schedule,
         data=run.data,
         step=result.step,
@@ -247,7 +247,7 @@ def _train_distillation(args, run) -> int:
         extra = {"data_size": int(images.shape[0]), "teacher": teacher, "distillation": distillation}
         metrics = {"final_loss": float(np.mean(result.losses[-100:]))}
         path = _save_run(args, run, f"{prefix}-{n}", result, schedule, metrics, seconds,
-                         load_at_start["value"], extra)  # fmt: skip
+                         load_at_start["value"], extra, config(n))  # fmt: skip
         load_at_start["value"] = _load_average()
         loss = metrics["final_loss"]
         print(f"wrote {path} (round {n}: {result.step} steps, {seconds:.0f} s, final loss {loss:.4g})")
