@@ -1,4 +1,5 @@
-"""Samplers: timestep grids, DDPM, DDIM (η, inversion), fast solvers, UniPC, guidance and the registry.
+"""Samplers: timestep grids, DDPM, DDIM (η, inversion), fast solvers, UniPC, the reverse SDE and
+predictor–corrector, guidance and the registry.
 
 The names imported here are the package's sampling API. See docs/SAMPLING.md.
 """
@@ -16,6 +17,7 @@ from .ddpm import VARIANCES, ddpm_posterior, ddpm_sample, ddpm_step
 from .fitted_grid import FittedGrid, fit_timesteps, grid_loss
 from .guidance import CFG, CONVENTIONS, guided_eps, rescale_guided_eps, to_s
 from .registry import SAMPLERS, get_sampler, nfe, run_sampler, sampler
+from .sde import pc_sample, sde_sample
 from .solvers import (
     dpmpp_2m_coefficients,
     dpmpp_2m_sample,
