@@ -182,7 +182,7 @@ def distill(
         round_dir = Path(out_dir) / f"round-{n}" if out_dir is not None else None
         started = time.perf_counter()
         result = train(student, images, labels, schedule, round_config, round_dir, resume, progress,
-                       loss_fn=loss)  # fmt: skip
+                       loss_fn=loss, desc=f"round {2 * n} → {n} steps")  # fmt: skip
         if on_round is not None:
             on_round(n, result, time.perf_counter() - started)
         teacher = result.ema_model.eval().requires_grad_(False)

@@ -91,6 +91,18 @@ def _solvers() -> tuple[Cell, ...]:
     )
 
 
+def _distillation() -> tuple[Cell, ...]:
+    teacher = tuple(Cell("DDIM, mnist-cond (the teacher)", f"NFE = {s}", "ddim", s) for s in (1, 2, 4, 8, 50))
+    solver = tuple(Cell("DPM-Solver++(2M), mnist-cond", f"NFE = {s}", "dpmpp2m", s) for s in (2, 4, 8))
+    students = tuple(
+        Cell("distilled students, DDIM", f"NFE = {s}", "ddim", s, checkpoint=f"mnist-distilled-{s}")
+        for s in DISTILLED_STEPS
+    )
+    return teacher + solver + students
+
+
+DISTILLED_STEPS = (1, 2, 4, 8)  # the shipped students, mnist-distilled-S, each sampled with its own S steps
+
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
@@ -131,6 +143,13 @@ EXPERIMENTS: dict[str, Experiment] = {
             ),
             checkpoint="mnist-latent",
             notebook="13_latent_diffusion",
+        ),
+        Experiment(
+            "distillation",
+            "progressive distillation: the students of mnist-cond at the step count each was trained for, "
+            "against the teacher's DDIM and DPM-Solver++(2M) at the same NFE",
+            _distillation(),
+            notebook="12_distillation",
         ),
         Experiment(
             "guidance",

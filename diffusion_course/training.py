@@ -328,9 +328,11 @@ def train(
     on_log: Callable[[int, list[float], nn.Module], None] | None = None,
     loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor | None, torch.Generator], torch.Tensor]
     | None = None,
+    desc: str = "train",
 ) -> TrainResult:
     """Train an ε-model on ``images`` (N, …) [with ``labels`` (N,)] with ``diffusion_loss``, or with
     ``loss_fn(model, x0, labels, generator)`` (e.g. :class:`~diffusion_course.distillation.DistillationLoss`).
+    ``desc`` labels the progress bar.
 
     With ``out_dir`` the resume state (weights, EMA, optimizer, step, losses, RNG states of every rank) is
     written to ``out_dir/train_state.pt`` every ``checkpoint_every`` steps and at the end; ``resume=True``
@@ -414,7 +416,7 @@ def train(
         if info.world_size > 1:
             dist.barrier()  # no rank may look for the state file (e.g. to resume) before it is complete
 
-    bar = tqdm(total=config.steps, initial=step, disable=not (progress and info.is_main), desc="train")
+    bar = tqdm(total=config.steps, initial=step, disable=not (progress and info.is_main), desc=desc)
     pending: list[torch.Tensor] = []  # per-step losses still on the device (copied in groups: fewer syncs)
 
     def flush_losses():

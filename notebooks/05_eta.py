@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from diffusion_course import get_profile, make_schedule, viz, widgets
-from diffusion_course.checkpoints import load_checkpoint
+from diffusion_course.checkpoints import load_lesson_checkpoint
 from diffusion_course.data import load_mnist
 from diffusion_course.exercises.eta import check_cross_run_variance, check_sigma_schedule
 from diffusion_course.lessons.eta import (
@@ -209,9 +209,13 @@ assert (hat_50 - ddpm_50).abs().max() > 1e-2
 # shipped digit classifier and the 500 held-out real digits: the label accuracy (does a sample asked to be a 3
 # look like a 3? with its Wilson interval), KID (unbiased) and the Fréchet distance (FD) between the
 # classifier's features on the samples and on the held-out digits, each with its 95 % interval.
+#
+# To run this lesson on your own model from notebook 02 ("Train your own"), set `MODEL = "mine"` below;
+# the shipped reference tables stay those of `mnist-cond`.
 
 # %%
-checkpoint = load_checkpoint("mnist-cond", device=P.device)
+MODEL = "mnist-cond"  # or "mine": your model from notebook 02
+checkpoint = load_lesson_checkpoint(MODEL, device=P.device)
 model, schedule, info = checkpoint.model, checkpoint.schedule, checkpoint.info
 scorer = Scorer()
 real_images, real_labels = load_mnist("heldout")

@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from diffusion_course import get_profile, make_schedule, widgets
-from diffusion_course.checkpoints import load_checkpoint
+from diffusion_course.checkpoints import load_lesson_checkpoint
 from diffusion_course.exercises.steps import check_speedup, check_trailing_timesteps
 from diffusion_course.lessons.eta import (
     ETA_ROWS,
@@ -300,9 +300,13 @@ assert all(verdict(o[s][0], o[s][-1]) == "B better" for s in STRATEGIES)  # S = 
 # interval) and KID (unbiased) against the 500 held-out digits, and the FD, whose interval is only honest at
 # its own n: FD is biased upwards at small n, so it is printed beside the **floor**, the same scores for n
 # real training digits.
+#
+# To run this lesson on your own model from notebook 02 ("Train your own"), set `MODEL = "mine"` below;
+# the shipped reference tables stay those of `mnist-cond`.
 
 # %%
-checkpoint = load_checkpoint("mnist-cond", device=P.device)
+MODEL = "mnist-cond"  # or "mine": your model from notebook 02
+checkpoint = load_lesson_checkpoint(MODEL, device=P.device)
 model, schedule = checkpoint.model, checkpoint.schedule
 scorer = Scorer()
 

@@ -44,7 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffusion_course import get_profile, viz, widgets
-from diffusion_course.checkpoints import load_checkpoint
+from diffusion_course.checkpoints import load_lesson_checkpoint
 from diffusion_course.data import load_mnist
 from diffusion_course.exercises.guidance import check_batched_guidance, check_guided_eps, check_label_dropout
 from diffusion_course.oracle import GaussianMixture, GaussianMixtureOracle
@@ -236,9 +236,13 @@ assert all(toy_est[s]["mean"].low > 0.5 for s in (3.0, 7.0))  # the centre drift
 # ε_θ(x_t, t, ∅) ≈ the unconditional ε. The null class is one extra learned row of the class-embedding
 # table: index K = `num_classes` = 10. The trainer does it in `training.diffusion_loss` with one uniform
 # draw u_i per example: label_i → ∅ where u_i < p_uncond.
+#
+# To run this lesson on your own model from notebook 02 ("Train your own"), set `MODEL = "mine"` below;
+# the shipped reference tables stay those of `mnist-cond`.
 
 # %%
-checkpoint = load_checkpoint("mnist-cond", device=P.device)
+MODEL = "mnist-cond"  # or "mine": your model from notebook 02
+checkpoint = load_lesson_checkpoint(MODEL, device=P.device)
 model, mnist_schedule, info = checkpoint.model, checkpoint.schedule, checkpoint.info
 print(
     f"model: {type(model).__name__}, {info['num_parameters']:,} parameters, num_classes = {model.num_classes}"

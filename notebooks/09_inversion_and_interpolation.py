@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from diffusion_course import get_profile, viz
-from diffusion_course.checkpoints import load_checkpoint
+from diffusion_course.checkpoints import load_checkpoint, load_lesson_checkpoint
 from diffusion_course.data import load_mnist
 from diffusion_course.exercises.inversion import check_ddim_inversion_step, check_slerp
 from diffusion_course.interpolation import angle, lerp, relative_norm, slerp
@@ -62,9 +62,13 @@ print(P)
 # schedule, T = 1000, labels 0–9 and a learned "no label" class 10) and the 500 **held-out** digits, which
 # the model never saw during training: inverting them is a fair test of how well the model generalises.
 # The shipped classifier (`mnist-classifier`) reads the decoded digits in sections 3 and 4.
+#
+# To run this lesson on your own model from notebook 02 ("Train your own"), set `MODEL = "mine"` below;
+# the shipped reference tables stay those of `mnist-cond`.
 
 # %%
-checkpoint = load_checkpoint("mnist-cond", device=P.device)
+MODEL = "mnist-cond"  # or "mine": your model from notebook 02
+checkpoint = load_lesson_checkpoint(MODEL, device=P.device)
 model, schedule, info = checkpoint.model, checkpoint.schedule, checkpoint.info
 classifier = load_checkpoint("mnist-classifier", device=P.device).model
 images, labels = load_mnist("heldout")

@@ -74,3 +74,17 @@ def test_lessons_load_mine_or_say_they_use_the_shipped_model(my_folder, capsys):
     run.join(timeout=120)
     assert load_lesson_checkpoint("mine", device="cpu").info["run_config"] == "test-tiny-cond"
     assert capsys.readouterr().out == ""
+
+
+def test_every_lesson_that_samples_the_shipped_model_can_take_mine():
+    """Notebooks 03–10 load their model through MODEL and load_lesson_checkpoint, so MODEL = "mine" works."""
+    from pathlib import Path
+
+    notebooks = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.py"))
+    lessons = [p for p in notebooks if "03" <= p.name[:2] <= "10"]
+    assert len(lessons) == 8
+    for path in lessons:
+        text = path.read_text()
+        assert 'MODEL = "mnist-cond"  # or "mine"' in text, path.name
+        assert "load_lesson_checkpoint(MODEL" in text, path.name
+        assert 'load_checkpoint("mnist-cond"' not in text, path.name
