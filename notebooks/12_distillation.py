@@ -342,13 +342,13 @@ assert guided_scores[3.0].label_accuracy.value > guided_scores[1.0].label_accura
 
 # %%
 def my_target(eps_model, x_t, t, t_mid, t_end, alpha_bar):
-    ### BEGIN SOLUTION
+    # BEGIN SOLUTION
     a, a_mid, a_end = alpha_bar(t), alpha_bar(t_mid), alpha_bar(t_end)
     x_mid, _ = ddim_step(x_t, eps_model(x_t, t), a, a_mid)
     x_end, _ = ddim_step(x_mid, eps_model(x_mid, t_mid), a_mid, a_end)
     ratio = math.sqrt(1 - a_end) / math.sqrt(1 - a)
     return (x_end - ratio * x_t) / (math.sqrt(a_end) - ratio * math.sqrt(a))
-    ### END SOLUTION
+    # END SOLUTION
 
 
 # %%
