@@ -113,6 +113,11 @@ CONFIGS: dict[str, RunConfig] = {}
 def register(config: RunConfig) -> RunConfig:
     if config.task not in TASKS:
         fail("task", config.task, f"use one of {', '.join(TASKS)}")
+    if config.model_kind == "v_prediction":  # ε = α v + σ x must use the schedule the run trains with
+        wrapped = (config.model_config.get("schedule", "linear"), config.model_config.get("T", 1000))
+        if wrapped != (config.schedule, config.T):
+            fail("model_config", config.model_config, f"a v-model's schedule and T must be the run's, "
+                 f"{config.schedule!r} and {config.T}")  # fmt: skip
     CONFIGS[config.name] = config
     return config
 
@@ -209,6 +214,17 @@ register(RunConfig(
     task="diffusion",
     model_kind="mlp",
     model_config=dict(dim=2, hidden=128, depth=3, time_dim=32),
+    data="toy-mixture",
+    data_size=20000,
+    train=TrainConfig(steps=5000, batch_size=256, lr=1e-3, warmup_steps=100, ema_decay=0.999, log_every=100),
+    expected_time="≈ 1 min on 2 CPU cores",
+))  # fmt: skip
+register(RunConfig(
+    name="toy2d-v",
+    description="toy2d's MLP predicting v instead of ε (VPrediction; the trainer's loss follows the model)",
+    task="diffusion",
+    model_kind="v_prediction",
+    model_config=dict(net="mlp", dim=2, hidden=128, depth=3, time_dim=32),
     data="toy-mixture",
     data_size=20000,
     train=TrainConfig(steps=5000, batch_size=256, lr=1e-3, warmup_steps=100, ema_decay=0.999, log_every=100),

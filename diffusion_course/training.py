@@ -126,10 +126,15 @@ def diffusion_loss(
 ) -> torch.Tensor:
     """L = mean ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t, y)‖², t ~ U{0..T−1}; y → null class w.p. ``p_uncond``.
 
-    With ``min_snr_gamma`` = γ > 0 each sample's squared error is weighted by min(SNR_t, γ)/SNR_t,
-    SNR_t = ᾱ_t/(1−ᾱ_t) (Min-SNR-γ, Hang et al. 2023, for ε-prediction): the low-noise steps, whose ε
-    error says little about x_0, stop dominating the gradient.
+    A v-predicting model (``models.VPrediction``) is trained on its own target instead:
+    L = mean ‖v − v_θ‖², v = √ᾱ_t ε − √(1−ᾱ_t) x_0 (Salimans & Ho 2022); the same draws of t, ε and labels.
+
+    With ``min_snr_gamma`` = γ > 0 each sample's squared error is weighted by min(SNR_t, γ)/SNR_t for ε and
+    min(SNR_t, γ)/(SNR_t + 1) for v, SNR_t = ᾱ_t/(1−ᾱ_t) (Min-SNR-γ, Hang et al. 2023): both are the x_0-error
+    weight min(SNR_t, γ), so the low-noise steps, whose ε error says little about x_0, stop dominating.
     """
+    from .models import VPrediction
+
     check_image_batch("x0", x0)
     p_uncond = check_float("p_uncond", p_uncond, low=0.0, high=1.0)
     gamma = check_float("min_snr_gamma", min_snr_gamma, low=0.0)
@@ -138,13 +143,21 @@ def diffusion_loss(
     noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
     labels = drop_labels(model, labels, p_uncond, generator)
     x_t = schedule.q_sample(x0, t, noise)
-    eps = model(x_t, t, labels=labels) if labels is not None else model(x_t, t)
+    predicts_v = isinstance(unwrap_model(model), VPrediction)
+    kwargs = {"predict": "v"} if predicts_v else {}
+    out = model(x_t, t, labels=labels, **kwargs) if labels is not None else model(x_t, t, **kwargs)
+    target = noise
+    if predicts_v:
+        alpha, sigma = (
+            schedule.gather(c, t, x0) for c in (schedule.alpha_bar.sqrt(), (1.0 - schedule.alpha_bar).sqrt())
+        )
+        target = alpha * noise - sigma * x0
     if gamma == 0.0:
-        return F.mse_loss(eps.float(), noise.float())
+        return F.mse_loss(out.float(), target.float())
     alpha_bar = schedule.alpha_bar.to(x0.device)[t]
     snr = alpha_bar / (1.0 - alpha_bar)
-    weight = (snr.clamp(max=gamma) / snr).float()
-    return (weight * (eps.float() - noise.float()).pow(2).flatten(1).mean(dim=1)).mean()
+    weight = (snr.clamp(max=gamma) / (snr + 1.0 if predicts_v else snr)).float()
+    return (weight * (out.float() - target.float()).pow(2).flatten(1).mean(dim=1)).mean()
 
 
 def drop_labels(

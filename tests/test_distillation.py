@@ -287,3 +287,15 @@ def test_teacher_flag_is_only_for_distillation(tmp_path, capsys, keep_thread_cou
 
     assert main(["train", "--config", "test-tiny", "--out", str(tmp_path), "--teacher", "mnist-cond"]) == 2
     assert "--teacher is for distillation runs" in capsys.readouterr().err
+
+
+def test_a_v_model_config_must_use_the_runs_schedule():
+    from diffusion_course.configs import CONFIGS, RunConfig, register
+
+    bad = RunConfig(name="bad-v", description="", task="diffusion", model_kind="v_prediction",
+                    model_config=dict(net="mlp", dim=2, schedule="cosine"), data="toy-mixture",
+                    train=TrainConfig())  # fmt: skip
+    with pytest.raises(ValueError, match="^model_config=.*schedule and T must be the run's"):
+        register(bad)
+    assert "bad-v" not in CONFIGS
+    assert CONFIGS["toy2d-v"].build_model().config["schedule"] == CONFIGS["toy2d-v"].schedule
