@@ -1,7 +1,8 @@
 """Run by test_training.py under ``torchrun --nproc_per_node=2`` (gloo on CPU).
 
-Each rank trains a tiny model with DDP three times — 6 steps straight; 3 steps into ``<out>/run``; resumed
-from there to 6 — and writes what it ends with to ``<out>/rank<r>.json``.
+Each rank trains a tiny model with DDP four times — 6 steps straight; 3 steps into ``<out>/run``; resumed
+from there to 6; 6 steps with a cosine decay under a time budget — and writes what it ends with to
+``<out>/rank<r>.json``.
 """
 
 import hashlib
@@ -68,6 +69,7 @@ def main(out: Path) -> None:
         "budgeted_weights": digest(budgeted.model),
     }
     (out / f"rank{info.rank}.json").write_text(json.dumps(report))
+    torch.distributed.barrier()  # no rank tears gloo down while the other may still be talking to it
     torch.distributed.destroy_process_group()
 
 
