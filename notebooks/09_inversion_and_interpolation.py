@@ -69,6 +69,7 @@ print(P)
 # %%
 MODEL = "mnist-cond"  # or "mine": your model from notebook 02
 checkpoint = load_lesson_checkpoint(MODEL, device=P.device)
+SHIPPED = checkpoint.info["name"] == "mnist-cond"  # the numbers quoted in the text are the shipped model's
 model, schedule, info = checkpoint.model, checkpoint.schedule, checkpoint.info
 classifier = load_checkpoint("mnist-classifier", device=P.device).model
 images, labels = load_mnist("heldout")
@@ -223,8 +224,8 @@ plt.show()
 # %% [markdown]
 # **What to read off.** The error of every image falls at every increase of S (asserted above), as for
 # CIFAR-10 in the paper: the only approximation, ε taken at x_cur instead of x_next, shrinks with the step.
-# How close our numbers come to the paper's is in the last column of the table; in this run (printed
-# above) they are within a factor 1.5 of the paper's at 50 and 100 steps, while at 10 steps ours is more
+# How close our numbers come to the paper's is in the last column of the table; in this run of the shipped
+# model (printed above) they are within a factor 1.5 of the paper's at 50 and 100 steps, while at 10 steps ours is more
 # than three times the paper's: the reconstructions are recognisably the same digit, each with less ink
 # than its input (the ink lines above). Each of those 10 steps spans 100 timesteps, and the first one
 # jumps from the clean image to code index t = 99 with a single ε evaluated on the clean image. These are not the same experiment (other data,
@@ -233,7 +234,7 @@ plt.show()
 
 # %%
 assert (ink(reconstructions[steps_list[0]]) < ink(x0)).all()  # less ink after 10 steps, every image
-if not P.is_full:  # the ratios of this run (the quick profile's four digits)
+if not P.is_full and SHIPPED:  # the ratios of this run (the quick profile's four digits, the shipped model)
     ours_over_paper = {S: errors[S].mean().item() / 4 / ddim_table2[S] for S in steps_list}
     assert ours_over_paper[10] > 3 and all(1 / 1.5 < ours_over_paper[S] < 1.5 for S in (50, 100))
 
@@ -390,15 +391,16 @@ for name in ("slerp", "lerp"):
 
 # %% [markdown]
 # The cell above prints what the next one checks: the two inverted latents are almost orthogonal (within
-# 0.1 rad of π/2); the lerp midpoint has 0.71 of the ends' norm (±0.03) while slerp keeps it (±0.05); the
-# middle lerp frame is almost empty, with less than 1 % of its pixels above 0, while every slerp frame has
-# more ink than that, and the classifier reads every slerp frame as a 2.
+# 0.1 rad of π/2); the lerp midpoint has 0.71 of the ends' norm (±0.03) while slerp keeps it (±0.05); and,
+# for the shipped model, the middle lerp frame is almost empty, with less than 1 % of its pixels above 0,
+# while every slerp frame has more ink than that, and the classifier reads every slerp frame as a 2.
 
 # %%
 assert abs(angle(z0_, z1_).item() - torch.pi / 2) < 0.1
 assert abs(lerp_mid / ends - 0.5**0.5) < 0.03 and abs(slerp_mid - ends) < 0.05
-assert path_ink["lerp"][mid_index] < 0.01 < path_ink["slerp"].min()
-assert all(r == 2 for r in path_read["slerp"])
+if SHIPPED:  # what the text reads off the shipped model; another model prints its own numbers above
+    assert path_ink["lerp"][mid_index] < 0.01 < path_ink["slerp"].min()
+    assert all(r == 2 for r in path_read["slerp"])
 
 # %% [markdown]
 # ## 4. Editing: decode under another label
