@@ -54,6 +54,9 @@ SAMPLER_OPTIONS = [
     ("unipc", {"order": 3}),
     ("unipc", {"corrector": False}),
     ("unipc", {"order": 3, "corrector": False}),
+    ("sde", {}),
+    ("pc", {}),
+    ("pc", {"snr": 0.05}),
 ]
 GRIDS = [
     ("linear", 1, "trailing"),
