@@ -85,7 +85,8 @@ sync-check: setup
 test: setup browser-deps hub-deps lint sync-check
 	$(BIN)/python scripts/make_learner_notebooks.py --out build/learner --force
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests notebooks/*.ipynb build/learner/*.ipynb --nbval-lax \
-	  -n $(TEST_WORKERS) --dist loadfile --durations=15
+	  -n $(TEST_WORKERS) --dist loadfile --durations=15 -m "not alone"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -m alone
 
 clean:
 	rm -rf $(VENV) build learner .pytest_cache .ruff_cache .hypothesis

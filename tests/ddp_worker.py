@@ -5,6 +5,7 @@ from there to 6; 6 steps with a cosine decay under a time budget — and writes 
 ``<out>/rank<r>.json``.
 """
 
+import gc
 import hashlib
 import json
 import os
@@ -69,8 +70,15 @@ def main(out: Path) -> None:
         "budgeted_weights": digest(budgeted.model),
     }
     (out / f"rank{info.rank}.json").write_text(json.dumps(report))
+    gc.collect()  # free the DDP wrappers (reference cycles) while their process group still exists
     torch.distributed.barrier()  # no rank tears gloo down while the other may still be talking to it
     torch.distributed.destroy_process_group()
+    (out / f"rank{info.rank}.done").write_text("")
+    # A rank once aborted in C++ at interpreter exit ("terminate called without an active exception")
+    # after all of the above; everything is written, so leave without running the finalizers.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -482,12 +482,14 @@ def test_ranks_draw_from_different_streams():
     assert stream_seed(7, 1, 2) == stream_seed(7, 1, 2) != stream_seed(8, 1, 2)
 
 
+@pytest.mark.alone  # two ranks with their ports and gloo threads: not beside the parallel suite's servers
 def test_ddp_with_two_gloo_ranks_keeps_identical_weights(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(TESTS / "ddp_worker.py"), str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[:3000] + "\n…\n" + done.stderr[-3000:]
+    written = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".json", ".done"))
+    assert done.returncode == 0, f"{written}\n" + done.stderr[:3000] + "\n…\n" + done.stderr[-3000:]
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["world_size"] == rank1["world_size"] == 2
     assert rank0["weights"] == rank1["weights"] and rank0["ema"] == rank1["ema"]
