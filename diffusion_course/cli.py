@@ -229,11 +229,11 @@ def _train_distillation(args, run) -> int:
             load_checkpoint(path, device=run.train.device).model if args.resume and path.is_file() else None
         )
 
-    load_at_start = {"value": _load_average()}
-    total = {"seconds": 0.0}
+    load_at_start, total_seconds = _load_average(), 0.0
 
     def on_round(n: int, result, seconds: float) -> None:
-        total["seconds"] += seconds
+        nonlocal load_at_start, total_seconds
+        total_seconds += seconds
         if not distributed_info().is_main:
             return
         teacher = {"name": teacher_info["name"], "safetensors_sha256": teacher_info["safetensors_sha256"]}
@@ -242,13 +242,13 @@ def _train_distillation(args, run) -> int:
             "student_steps": n,
             "teacher_steps": 2 * n,
             "round_steps": config(n).steps,
-            "seconds_all_rounds_so_far": round(total["seconds"], 1),
+            "seconds_all_rounds_so_far": round(total_seconds, 1),
         }
         extra = {"data_size": int(images.shape[0]), "teacher": teacher, "distillation": distillation}
         metrics = {"final_loss": float(np.mean(result.losses[-100:]))}
         path = _save_run(args, run, f"{prefix}-{n}", result, schedule, metrics, seconds,
-                         load_at_start["value"], extra, config(n))  # fmt: skip
-        load_at_start["value"] = _load_average()
+                         load_at_start, extra, config(n))  # fmt: skip
+        load_at_start = _load_average()
         loss = metrics["final_loss"]
         print(f"wrote {path} (round {n}: {result.step} steps, {seconds:.0f} s, final loss {loss:.4g})")
 

@@ -106,7 +106,7 @@ class DistillationLoss:
     def __init__(self, teacher, schedule: NoiseSchedule, student_steps: int, p_uncond: float = 0.0):
         if not callable(teacher):
             fail("teacher", teacher, "expected an ε-model (callable)")
-        self.teacher = teacher
+        self.teacher, self.schedule = teacher, schedule
         self.grid = student_grid(schedule, student_steps)
         self.p_uncond = check_float("p_uncond", p_uncond, low=0.0, high=1.0)
 
@@ -118,15 +118,14 @@ class DistillationLoss:
         i = torch.randint(0, g.t.numel(), (x0.shape[0],), generator=generator, device=dev).cpu()
         noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
         labels = drop_labels(self.teacher, labels, self.p_uncond, generator)
-        shape = (-1, *([1] * (x0.ndim - 1)))
-        alpha, sigma = (
-            c.reshape(shape).to(x0) for c in (g.alpha_bar[i].sqrt(), (1.0 - g.alpha_bar[i]).sqrt())
-        )
-        x_t = alpha * x0 + sigma * noise
+        t = g.t[i].to(x0.device)
+        x_t = self.schedule.q_sample(x0, t, noise)
+        ab = self.schedule.alpha_bar
+        alpha, sigma = (self.schedule.gather(c, t, x0) for c in (ab.sqrt(), (1.0 - ab).sqrt()))
         x_end = teacher_two_steps(self.teacher, x_t, g.t[i], g.t_mid[i], g.alpha_bar[i], g.alpha_bar_mid[i],
                                   g.alpha_bar_end[i], labels)  # fmt: skip
         target = distillation_target(x_t, x_end, g.alpha_bar[i], g.alpha_bar_end[i])
-        return x_t, g.t[i].to(x0.device), labels, (alpha * x_t - target) / sigma
+        return x_t, t, labels, (alpha * x_t - target) / sigma
 
     def __call__(self, student, x0: torch.Tensor, labels=None, generator: torch.Generator | None = None):
         x_t, t, labels, v_target = self.targets(x0, labels, generator)
