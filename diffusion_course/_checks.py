@@ -62,9 +62,22 @@ def check_image_batch(name: str, x, *, ndim: int | None = None) -> torch.Tensor:
     return x
 
 
-def check_timesteps_tensor(name: str, t, T: int | None, batch: int, *, device=None) -> torch.Tensor:
+def check_timesteps_tensor(
+    name: str, t, T: int | None, batch: int, *, device=None, continuous: bool = False
+) -> torch.Tensor:
     """Timestep indices: an int or an integer tensor of shape (batch,) with values in 0..T−1 (any when T is
-    None), returned as torch.long (on ``device`` when given)."""
+    None), returned as torch.long (on ``device`` when given). ``continuous=True`` also admits finite
+    floating times (a float or a floating tensor (batch,)), returned as float32, for networks fed a real
+    time."""
+    real = isinstance(t, float) or isinstance(t, torch.Tensor) and t.is_floating_point()
+    if continuous and real:
+        t = torch.as_tensor(t, dtype=torch.float32)
+        if not torch.isfinite(t).all():
+            fail(name, t, "expected finite times")
+        t = t.expand(batch) if t.ndim == 0 else t
+        if t.ndim != 1 or t.shape[0] != batch:
+            fail(name, t, f"expected shape ({batch},), one time per batch element")
+        return t.to(device=device)
     if isinstance(t, int) and not isinstance(t, bool):
         t = torch.full((batch,), t, dtype=torch.long)
     if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:

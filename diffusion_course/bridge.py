@@ -283,6 +283,46 @@ def run_diffusers_scheduler(
     return (x, torch.tensor(visited, dtype=torch.long)) if return_timesteps else x
 
 
+def make_flow_scheduler(shift: float = 1.0):
+    """diffusers' ``FlowMatchEulerDiscreteScheduler`` (T = 1000, time ``shift``; no dynamic shifting)."""
+    require_diffusers()
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift, use_dynamic_shifting=False)
+
+
+def run_diffusers_flow_scheduler(
+    scheduler, velocity_model, x_1: torch.Tensor, labels=None, *, steps: int | None = None, sigmas=None,
+    progress: bool = False,
+):  # fmt: skip
+    """Sample a course velocity model with diffusers' ``FlowMatchEulerDiscreteScheduler``, as the SD3 pipeline
+    does: ``set_timesteps(steps)`` or ``set_timesteps(sigmas=…)``, then for each timestep τ (= 1000 σ)
+
+        u = velocity_model(x, τ / 1000),   x = scheduler.step(u, τ, x).prev_sample   (x + (σ_next − σ) u)
+
+    Its default grid is σ = linspace(1, 1/1000, S) then 0 (after ``shift``), not our uniform 1, 1 − 1/S, …, 0
+    (:func:`~diffusion_course.sampling.flow.flow_time_grid`); given our grid without its final 0 as ``sigmas``
+    it is our flow Euler sampler, to float32 rounding (the scheduler steps in float32). Returns
+    (x_0, the σ grid it used, float64, with the final 0)."""
+    require_diffusers()
+    x = check_image_batch("x_1", x_1)
+    if (steps is None) == (sigmas is None):
+        fail("steps", steps, "give either steps or sigmas (a descending grid without its final 0)")
+    if sigmas is not None:
+        values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas)
+        scheduler.set_timesteps(sigmas=values, device=x.device)
+    else:
+        scheduler.set_timesteps(check_int("steps", steps, low=1), device=x.device)
+    labels = model_labels(velocity_model, labels, x.shape[0], x.device)
+    T = float(scheduler.config.num_train_timesteps)
+    with torch.no_grad():
+        for tau in progress_bar(scheduler.timesteps, progress, type(scheduler).__name__):
+            t = (tau / T).expand(x.shape[0]).float()
+            u = velocity_model(x, t) if labels is None else velocity_model(x, t, labels=labels)
+            x = scheduler.step(u, tau, x).prev_sample
+    return x, scheduler.sigmas.detach().cpu().double()
+
+
 def _integer_timesteps(ts: torch.Tensor, T: int) -> list[int]:
     values = ts.detach().cpu().double().tolist()
     out = []

@@ -56,8 +56,9 @@ class RunConfig:
             torch.manual_seed(self.train.seed)
             return build_model(self.model_kind, **self.model_config)
 
-    def make_schedule(self) -> NoiseSchedule:
-        return make_schedule(self.schedule, self.T)
+    def make_schedule(self) -> NoiseSchedule | None:
+        """The VP noise schedule of the run; None for a flow model (its path is x_t = (1−t) x₀ + t ε)."""
+        return None if self.model_kind == "flow" else make_schedule(self.schedule, self.T)
 
     def load_data(self, autoencoder: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(inputs, labels or None) for training, on the CPU. ``autoencoder`` (a name or path) replaces
@@ -146,6 +147,18 @@ register(RunConfig(
     expected_time="run it with --time-budget 600 (docs/benchmarks/training.md: quality against seconds)",
 ))  # fmt: skip
 register(RunConfig(
+    name="mnist-flow",
+    description="mnist-cond's UNet and training, as a flow-matching velocity model (logit-normal t, "
+    "label dropout 0.1)",
+    task="diffusion",
+    model_kind="flow",
+    model_config=dict(net="unet", **UNET_QUICK),
+    data="mnist-train",
+    train=TrainConfig(steps=7000, batch_size=64, lr=1e-3, warmup_steps=200, grad_clip=1.0, ema_decay=0.999,
+                      p_uncond=0.1, log_every=50, checkpoint_every=500),
+    expected_time="≈ 15–60 min on 2 CPU cores (as mnist-cond), a few minutes on one GPU",
+))  # fmt: skip
+register(RunConfig(
     name="mnist-cond-full",
     description="class-conditional UNet (≈6.5M params, dropout 0.1) on the MNIST train split, for a GPU",
     task="diffusion",
@@ -224,6 +237,17 @@ register(RunConfig(
     description="toy2d's MLP predicting v instead of ε (VPrediction; the trainer's loss follows the model)",
     task="diffusion",
     model_kind="v_prediction",
+    model_config=dict(net="mlp", dim=2, hidden=128, depth=3, time_dim=32),
+    data="toy-mixture",
+    data_size=20000,
+    train=TrainConfig(steps=5000, batch_size=256, lr=1e-3, warmup_steps=100, ema_decay=0.999, log_every=100),
+    expected_time="≈ 1 min on 2 CPU cores",
+))  # fmt: skip
+register(RunConfig(
+    name="toy2d-flow",
+    description="toy2d's MLP as a flow-matching velocity model on the 2-D mixture (logit-normal t)",
+    task="diffusion",
+    model_kind="flow",
     model_config=dict(net="mlp", dim=2, hidden=128, depth=3, time_dim=32),
     data="toy-mixture",
     data_size=20000,
@@ -313,6 +337,19 @@ register(RunConfig(
     data="toy-mixture",
     data_size=256,
     train=TrainConfig(steps=5, batch_size=32, lr=1e-3, warmup_steps=2, log_every=5),
+    expected_time="seconds",
+))  # fmt: skip
+register(RunConfig(
+    name="test-flow",
+    description="conditional flow model on a two-level UNet (8 channels), a few steps on 20 synthetic images "
+    "— for tests",
+    task="diffusion",
+    model_kind="flow",
+    model_config=dict(net="unet", base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
+                      attention_resolutions=(14,), num_classes=10),
+    data="synthetic-digits",
+    data_size=20,
+    train=TrainConfig(steps=4, batch_size=8, lr=1e-3, warmup_steps=2, p_uncond=0.2, log_every=2),
     expected_time="seconds",
 ))  # fmt: skip
 register(RunConfig(

@@ -23,6 +23,7 @@ from torch import nn
 from ._checks import check_float, check_int, check_labels, fail
 from .checkpoints import Checkpoint
 from .profiles import resolve_device
+from .sampling.flow import run_flow_sampler
 from .sampling.guidance import CFG
 from .sampling.registry import get_sampler, run_sampler
 from .sampling.timesteps import STRATEGIES
@@ -48,7 +49,7 @@ class EvalCounter:
 def sample_shape(info: dict) -> tuple[int, ...]:
     """The shape of one sample of the checkpoint's model: (dim,) for the 2-D MLP, (C, H, W) for images."""
     kind, config = info["model"]["kind"], info["model"]["config"]
-    if kind == "v_prediction":  # the config is the inner network's, plus the schedule
+    if kind in ("v_prediction", "flow"):  # the config is the inner network's, plus the wrapper's own keys
         kind = config["net"]
     if kind == "mlp":
         return (int(config["dim"]),)
@@ -56,6 +57,13 @@ def sample_shape(info: dict) -> tuple[int, ...]:
         size = int(config.get("image_size", 28))
         return (int(config.get("in_channels", 1)), size, size)
     fail("checkpoint", info.get("name"), f"a {kind} model is not a diffusion ε-model; nothing to sample")
+
+
+def is_flow_model(model) -> bool:
+    """Whether ``model`` (or the model inside a wrapper such as :class:`EvalCounter`) is a velocity model."""
+    from .models import FlowVelocity
+
+    return isinstance(getattr(model, "model", model), FlowVelocity)
 
 
 def model_num_classes(model) -> int | None:
@@ -141,19 +149,31 @@ def generate_samples(
     network runs. Other keyword ``options`` go to the sampler (e.g. ``variance="beta"`` for ddpm), which
     refuses those it lacks. A latent model's samples are decoded to pixels, x = decode(z̃₀ / s), unless
     ``decode=False`` (then the scaled latents z̃₀ come back).
+
+    A flow model (``FlowVelocity``) has no schedule: ``sampler`` names a flow sampler (euler, heun, midpoint;
+    ``FLOW_SAMPLERS``) run for ``steps`` steps of ``flow_time_grid`` from x_1 ~ N(0, I), with the option
+    ``shift`` (default 1); guidance is u = u_∅ + s(u_c − u_∅).
     """
     if not isinstance(checkpoint, Checkpoint):
         fail("checkpoint", type(checkpoint).__name__, "expected a Checkpoint from load_checkpoint")
     n = check_int("n", n, low=1)
     seed = check_int("seed", seed, low=0)
     schedule = checkpoint.schedule
-    if schedule is None:
+    if is_flow_model(checkpoint.model):
+        if eta is not None or strategy != "trailing":
+            name, value = ("eta", eta) if eta is not None else ("strategy", strategy)
+            fail(name, value, "a flow model samples on the grid 1 → 0 of flow_time_grid (option: shift)")
+        shift = check_float("shift", options.pop("shift", 1.0), low=0.0, low_open=True)
+        get_sampler(sampler, path="flow").check_options(options)
+        check_int("steps", steps, low=1)
+    elif schedule is None:
         fail(
             "checkpoint",
             checkpoint.info.get("name"),
             "it records no noise schedule (not a diffusion checkpoint)",
         )
-    check_sampling_options(sampler, steps, schedule.T, eta, strategy, **options)
+    else:
+        check_sampling_options(sampler, steps, schedule.T, eta, strategy, **options)
     shape = sample_shape(checkpoint.info)
     model = checkpoint.model if eps_model is None else eps_model
     guided = guided_model(model, guidance)
@@ -162,6 +182,11 @@ def generate_samples(
 
     generator = torch.Generator().manual_seed(seed)
     x_T = torch.randn((n, *shape), generator=generator).to(device)
+    if is_flow_model(checkpoint.model):
+        flow_labels = None if labels is None else labels.to(device)
+        out = run_flow_sampler(sampler, guided, x_T, steps, labels=flow_labels, shift=shift,
+                               generator=generator, progress=progress)  # fmt: skip
+        return out.detach().to("cpu", torch.float32), labels
     out = run_sampler(
         sampler,
         guided,
@@ -187,6 +212,7 @@ __all__ = [
     "check_sampling_options",
     "generate_samples",
     "guided_model",
+    "is_flow_model",
     "model_device",
     "model_num_classes",
     "sample_labels",

@@ -253,6 +253,28 @@ def mixture_flow_velocity(mixture: GaussianMixture, x: torch.Tensor, t) -> torch
     return _per_value(mixture, x, "t", t, velocity)
 
 
+class MixtureVelocity:
+    """The exact velocity field of a mixture as a velocity model: ``MixtureVelocity(mixture)(x, t)`` is
+    :func:`mixture_flow_velocity` with t a number or a floating tensor (N,), so the flow samplers run on it
+    with zero model error (as ``GaussianMixtureOracle`` is the exact ε-model for the VP samplers)."""
+
+    num_classes = None
+    velocity_model = True
+
+    def __init__(self, mixture: GaussianMixture):
+        if not isinstance(mixture, GaussianMixture):
+            fail("mixture", type(mixture).__name__, "expected a GaussianMixture")
+        self.mixture = mixture
+
+    def __call__(self, x: torch.Tensor, t, labels=None) -> torch.Tensor:
+        if labels is not None:
+            fail("labels", labels, "the mixture's velocity is unconditional; pass labels=None")
+        return mixture_flow_velocity(self.mixture, x, t)
+
+    def __repr__(self) -> str:
+        return f"MixtureVelocity({self.mixture!r})"
+
+
 def _per_value(mixture, x, name, value, fn) -> torch.Tensor:
     """fn(mixture, x_group, float value) over the groups of samples sharing a value, in float64."""
     if not isinstance(mixture, GaussianMixture):

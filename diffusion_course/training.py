@@ -43,6 +43,7 @@ from .profiles import resolve_device
 TRAIN_STATE_FILE = "train_state.pt"
 # Fields that may change between an interrupted run and its resumption without breaking reproducibility.
 LR_DECAYS = ("none", "cosine")
+FLOW_TIMES = ("logit_normal", "uniform")  # how a flow model's training draws t (see flow_matching_loss)
 RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "device")
 
 
@@ -65,6 +66,7 @@ class TrainConfig:
     ema_warmup: bool = True
     p_uncond: float = 0.0
     min_snr_gamma: float = 0.0  # loss weight min(SNR_t, γ)/SNR_t (Hang et al. 2023); 0 = plain ε-MSE
+    flow_time: str = "logit_normal"  # a flow model's t: sigmoid of N(0, 1) (Esser et al. 2024) or uniform
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 0  # steps between resume states in out_dir; 0 = only at the end
@@ -83,6 +85,7 @@ class TrainConfig:
         check_float("ema_decay", self.ema_decay, low=0.0, high=1.0)
         check_float("p_uncond", self.p_uncond, low=0.0, high=1.0)
         check_float("min_snr_gamma", self.min_snr_gamma, low=0.0)
+        check_choice("flow_time", self.flow_time, FLOW_TIMES)
         check_int("seed", self.seed, low=0)
         check_int("log_every", self.log_every, low=1)
         check_int("checkpoint_every", self.checkpoint_every, low=0)
@@ -123,6 +126,7 @@ def diffusion_loss(
     p_uncond: float = 0.0,
     generator: torch.Generator | None = None,
     min_snr_gamma: float = 0.0,
+    flow_time: str = "logit_normal",
 ) -> torch.Tensor:
     """L = mean ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t, y)‖², t ~ U{0..T−1}; y → null class w.p. ``p_uncond``.
 
@@ -132,9 +136,16 @@ def diffusion_loss(
     With ``min_snr_gamma`` = γ > 0 each sample's squared error is weighted by min(SNR_t, γ)/SNR_t for ε and
     min(SNR_t, γ)/(SNR_t + 1) for v, SNR_t = ᾱ_t/(1−ᾱ_t) (Min-SNR-γ, Hang et al. 2023): both are the x_0-error
     weight min(SNR_t, γ), so the low-noise steps, whose ε error says little about x_0, stop dominating.
-    """
-    from .models import VPrediction
 
+    A flow model (``models.FlowVelocity``) is trained by :func:`flow_matching_loss` (``schedule`` unused).
+    """
+    from .models import FlowVelocity, VPrediction
+
+    if isinstance(unwrap_model(model), FlowVelocity):
+        if check_float("min_snr_gamma", min_snr_gamma, low=0.0) > 0:
+            fail("min_snr_gamma", min_snr_gamma, "Min-SNR weighting is for ε- and v-models; use 0 for a flow "
+                 "model")  # fmt: skip
+        return flow_matching_loss(model, x0, labels, p_uncond, generator, flow_time)
     check_image_batch("x0", x0)
     p_uncond = check_float("p_uncond", p_uncond, low=0.0, high=1.0)
     gamma = check_float("min_snr_gamma", min_snr_gamma, low=0.0)
@@ -158,6 +169,49 @@ def diffusion_loss(
     snr = alpha_bar / (1.0 - alpha_bar)
     weight = (snr.clamp(max=gamma) / (snr + 1.0 if predicts_v else snr)).float()
     return (weight * (out.float() - target.float()).pow(2).flatten(1).mean(dim=1)).mean()
+
+
+def flow_time_samples(
+    batch: int, flow_time: str = "logit_normal", generator=None, device=None
+) -> torch.Tensor:
+    """t (batch,) in (0, 1): ``"logit_normal"`` t = sigmoid(n), n ~ N(0, 1); ``"uniform"`` t ~ U(0, 1)."""
+    check_choice("flow_time", flow_time, FLOW_TIMES)
+    dev = generator.device if generator is not None else device
+    if flow_time == "uniform":
+        t = torch.rand(batch, generator=generator, device=dev)
+    else:
+        t = torch.sigmoid(torch.randn(batch, generator=generator, device=dev))
+    return t.to(device) if device is not None else t
+
+
+def flow_matching_loss(
+    model,
+    x0: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    p_uncond: float = 0.0,
+    generator: torch.Generator | None = None,
+    flow_time: str = "logit_normal",
+) -> torch.Tensor:
+    """L = mean ‖(ε − x₀) − u_θ((1 − t) x₀ + t ε, t, y)‖², y → null class w.p. ``p_uncond`` (conditional
+    flow matching on the linear path, Lipman et al. 2023; Liu et al. 2023).
+
+    The target ε − x₀ is the velocity of one path from x₀ to ε; its minimiser is their average over the
+    paths through x_t, the marginal velocity E[ε − x₀ | x_t], which is what the sampler integrates.
+    t is drawn from ``flow_time``: by default the logit-normal sigmoid(N(0, 1)) of Stable Diffusion 3
+    (Esser et al. 2024), which puts most of the training on middle times, where the target depends most on
+    x₀ and the velocity is hardest; near t = 0 (u ≈ ε − x_t) and t = 1 (u ≈ x_t − E[x₀]) it is nearly
+    given. ``"uniform"`` draws t ~ U(0, 1).
+    """
+    check_image_batch("x0", x0)
+    p_uncond = check_float("p_uncond", p_uncond, low=0.0, high=1.0)
+    batch, dev = x0.shape[0], (generator.device if generator is not None else x0.device)
+    t = flow_time_samples(batch, flow_time, generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
+    labels = drop_labels(model, labels, p_uncond, generator)
+    tt = t.reshape(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
+    x_t = (1.0 - tt) * x0 + tt * noise
+    out = model(x_t, t, labels=labels) if labels is not None else model(x_t, t)
+    return F.mse_loss(out.float(), (noise - x0).float())
 
 
 def drop_labels(
@@ -481,7 +535,14 @@ def train(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             if loss_fn is None:
                 loss = diffusion_loss(
-                    ddp_model, x0, schedule, y, config.p_uncond, noise_gen, min_snr_gamma=config.min_snr_gamma
+                    ddp_model,
+                    x0,
+                    schedule,
+                    y,
+                    config.p_uncond,
+                    noise_gen,
+                    min_snr_gamma=config.min_snr_gamma,
+                    flow_time=config.flow_time,
                 )
             else:
                 loss = loss_fn(ddp_model, x0, y, noise_gen)
@@ -548,6 +609,8 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "diffusion_loss",
+    "flow_matching_loss",
+    "flow_time_samples",
     "distributed_info",
     "init_distributed",
     "train",

@@ -169,7 +169,7 @@ def test_tampered_json_raises_naming_the_file(tmp_path):
     edit_json(json_path, lambda i: i["model"].update(kind="evil"))
     with pytest.raises(
         ValueError,
-        match=r"ckpt\.json: unknown model kind 'evil'; known kinds are autoencoder, classifier, mlp",
+        match=r"ckpt\.json: unknown model kind 'evil'; known kinds are autoencoder, classifier, flow, mlp",
     ):
         load_checkpoint(json_path)
     json_path.write_text(good)

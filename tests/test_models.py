@@ -200,7 +200,7 @@ def test_build_model_round_trips_through_json(kind, config):
 
 
 def test_build_model_rejects_unknown_kind_and_keys():
-    known = "known model kinds are autoencoder, classifier, mlp, tiny_unet, unet"
+    known = "known model kinds are autoencoder, classifier, flow, mlp, tiny_unet, unet, v_prediction"
     with pytest.raises(ValueError, match=known):
         build_model("transformer")
     with pytest.raises(ValueError, match="not a valid configuration for UNet"):

@@ -12,6 +12,7 @@ from .._checks import fail
 from .autoencoder import Autoencoder
 from .classifier import Classifier
 from .embeddings import timestep_embedding
+from .flow import FlowVelocity
 from .mlp import MLP
 from .tiny_unet import TinyUNet
 from .unet import UNet
@@ -24,6 +25,7 @@ MODEL_KINDS: dict[str, type[nn.Module]] = {
     "classifier": Classifier,
     "autoencoder": Autoencoder,
     "v_prediction": VPrediction,
+    "flow": FlowVelocity,
 }
 
 
@@ -61,6 +63,7 @@ __all__ = [
     "MODEL_KINDS",
     "Autoencoder",
     "Classifier",
+    "FlowVelocity",
     "MLP",
     "TinyUNet",
     "UNet",

@@ -64,9 +64,12 @@ def check_num_classes(num_classes) -> int | None:
 
 
 def check_model_inputs(
-    x: torch.Tensor, t, labels, num_classes: int | None, *, ndim: int
+    x: torch.Tensor, t, labels, num_classes: int | None, *, ndim: int, continuous: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Validate (x_t, t, labels) against the ε-model contract; return t and labels as LongTensors (B,).
+
+    ``continuous`` (a network's ``continuous_time`` attribute, set by a wrapper such as ``FlowVelocity``)
+    admits real-valued times, returned as float32: the sinusoidal embedding takes any real t.
 
     ``labels=None`` on a conditional model means "unconditional" and becomes the null class
     ``num_classes`` for every row; an unconditional model (``num_classes=None``) accepts only ``labels=None``.
@@ -74,7 +77,7 @@ def check_model_inputs(
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != ndim:
         fail("x", x, f"expected a floating-point tensor with {ndim} dimensions (batch first)")
     batch = x.shape[0]
-    t = check_timesteps_tensor("t", t, None, batch, device=x.device)
+    t = check_timesteps_tensor("t", t, None, batch, device=x.device, continuous=continuous)
 
     if num_classes is None:
         if labels is not None:

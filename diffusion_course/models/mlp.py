@@ -48,7 +48,9 @@ class MLP(nn.Module):
         self.output = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        t, labels = check_model_inputs(x, t, labels, self.num_classes, ndim=2)
+        t, labels = check_model_inputs(
+            x, t, labels, self.num_classes, ndim=2, continuous=getattr(self, "continuous_time", False)
+        )
         if x.shape[1] != self.config["dim"]:
             fail("x", x, f"expected shape (B, {self.config['dim']})")
         emb = self.time_embedding(t)

@@ -57,7 +57,9 @@ class TinyUNet(nn.Module):
         self.out = nn.Conv2d(c, in_channels, 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        t, _ = check_model_inputs(x, t, labels, None, ndim=4)
+        t, _ = check_model_inputs(
+            x, t, labels, None, ndim=4, continuous=getattr(self, "continuous_time", False)
+        )
         if x.shape[1] != self.config["in_channels"] or x.shape[-2] % 4 or x.shape[-1] % 4:
             fail("x", x, f"expected {self.config['in_channels']} channels and H, W divisible by 4")
         h1 = self.enc1(x)

@@ -181,7 +181,9 @@ class UNet(nn.Module):
         self.conv_out = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        t, labels = check_model_inputs(x, t, labels, self.num_classes, ndim=4)
+        t, labels = check_model_inputs(
+            x, t, labels, self.num_classes, ndim=4, continuous=getattr(self, "continuous_time", False)
+        )
         size = self.config["image_size"]
         if x.shape[1:] != (self.config["in_channels"], size, size):
             fail("x", x, f"expected shape (B, {self.config['in_channels']}, {size}, {size})")

@@ -1,5 +1,5 @@
 """Samplers: timestep grids, DDPM, DDIM (η, inversion), fast solvers, UniPC, the reverse SDE and
-predictor–corrector, guidance and the registry.
+predictor–corrector, the flow ODE samplers, guidance and the registry.
 
 The names imported here are the package's sampling API. See docs/SAMPLING.md.
 """
@@ -15,8 +15,9 @@ from .ddim import (
 )
 from .ddpm import VARIANCES, ddpm_posterior, ddpm_sample, ddpm_step
 from .fitted_grid import FittedGrid, fit_timesteps, grid_loss
+from .flow import check_flow_times, flow_time_grid, run_flow_sampler
 from .guidance import CFG, CONVENTIONS, guided_eps, rescale_guided_eps, to_s
-from .registry import SAMPLERS, get_sampler, nfe, run_sampler, sampler
+from .registry import FLOW_SAMPLERS, SAMPLERS, get_sampler, nfe, run_sampler, sampler
 from .sde import pc_sample, sde_sample
 from .solvers import (
     dpmpp_2m_coefficients,
@@ -26,6 +27,7 @@ from .solvers import (
     euler_step,
     half_log_snr,
     heun_sample,
+    midpoint_sample,
     vp_sigma,
 )
 from .timesteps import STRATEGIES, timestep_grid, validate_timesteps, visits_last

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_choice, check_float, check_labels, check_timesteps_tensor, fail
+from ..models.flow import is_velocity_model
 
 CONVENTIONS = ("s", "w")
 
@@ -96,7 +97,8 @@ class CFG:
             fail("x_t", x_t, "expected a torch.Tensor with a batch dimension")
         batch = x_t.shape[0]
         labels = self._check_labels(labels, batch, x_t.device)
-        t = check_timesteps_tensor("t", t, None, batch, device=x_t.device)
+        continuous = is_velocity_model(self.model)  # a flow model takes real times t ∈ [0, 1]
+        t = check_timesteps_tensor("t", t, None, batch, device=x_t.device, continuous=continuous)
         null = torch.full_like(labels, self.null_class)
         eps = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), labels=torch.cat([labels, null]))
         if not isinstance(eps, torch.Tensor) or eps.shape != (2 * batch, *x_t.shape[1:]):

@@ -17,7 +17,9 @@ class Sampler:
 
     ``nfe_of_steps(N)`` is the number of ε-model evaluations of N steps (per guidance branch);
     ``diffusers`` names the diffusers scheduler class that implements the same method (None if none does);
-    ``summary`` is the first line of the function's docstring.
+    ``summary`` is the first line of the function's docstring. ``path`` is the model kind it drives: "vp"
+    (an ε-model on a discrete schedule, in :data:`SAMPLERS`) or "flow" (a velocity model on the linear
+    path, ``fn(velocity_model, x_1, times, **options)``, in :data:`FLOW_SAMPLERS`).
     """
 
     name: str
@@ -25,6 +27,7 @@ class Sampler:
     options: tuple[str, ...]
     nfe_of_steps: Callable[[int], int]
     diffusers: str | None = None
+    path: str = "vp"
 
     @property
     def summary(self) -> str:
@@ -52,23 +55,28 @@ class Sampler:
 
 
 SAMPLERS: dict[str, Sampler] = {}
+FLOW_SAMPLERS: dict[str, Sampler] = {}
+PATHS = {"vp": SAMPLERS, "flow": FLOW_SAMPLERS}
 
 
-def sampler(name: str, *, options=(), nfe: Callable[[int], int] = lambda steps: steps, diffusers=None):
-    """Register the decorated function as sampler ``name`` (see :class:`Sampler` for the facts)."""
+def sampler(name: str, *, options=(), nfe: Callable[[int], int] = lambda steps: steps, diffusers=None,
+            path: str = "vp"):  # fmt: skip
+    """Register the decorated function as sampler ``name`` of ``path`` (:class:`Sampler` has the facts)."""
 
     def register(fn: Callable) -> Callable:
-        SAMPLERS[name] = Sampler(name, fn, tuple(options), nfe, diffusers)
+        PATHS[path][name] = Sampler(name, fn, tuple(options), nfe, diffusers, path)
         return fn
 
     return register
 
 
-def get_sampler(name: str) -> Sampler:
-    """The registered sampler ``name``; an unknown name raises ValueError listing the known ones."""
-    if name not in SAMPLERS:
-        fail("sampler", name, f"known samplers are {', '.join(sorted(SAMPLERS))}")
-    return SAMPLERS[name]
+def get_sampler(name: str, path: str = "vp") -> Sampler:
+    """The registered sampler ``name`` of ``path``; an unknown name raises ValueError listing the known."""
+    registry = PATHS[path]
+    if name not in registry:
+        kind = "samplers" if path == "vp" else "flow samplers (for a flow model)"
+        fail("sampler", name, f"known {kind} are {', '.join(sorted(registry))}")
+    return registry[name]
 
 
 def nfe(name: str, steps: int) -> int:
