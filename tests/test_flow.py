@@ -1,11 +1,15 @@
 """Flow matching: the velocity model, its loss, the flow ODE samplers and their tie to DDIM."""
 
+import json
 import math
+import re
 
 import pytest
 import torch
 
-from diffusion_course.generation import EvalCounter
+from diffusion_course.checkpoints import load_checkpoint
+from diffusion_course.cli import main
+from diffusion_course.generation import EvalCounter, generate_samples
 from diffusion_course.models import FlowVelocity, build_model
 from diffusion_course.oracle import GaussianMixture, GaussianMixtureOracle, toy_mixture
 from diffusion_course.parameterizations import (
@@ -255,3 +259,69 @@ def test_guidance_on_a_flow_model_combines_velocities():
     a = run_flow_sampler("heun", CFG(counter, 1.0), x, 3, labels=labels)
     b = run_flow_sampler("heun", model, x, 3, labels=labels)
     assert torch.allclose(a, b, atol=1e-6) and counter.rows == 2 * 4 * 5
+
+
+# --- the command line: the same sampler names for every model kind ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flow_checkpoint(tmp_path_factory) -> str:
+    """A conditional flow model trained for 4 steps (config test-flow): its stem path."""
+    out = tmp_path_factory.mktemp("flow")
+    assert main(["train", "--config", "test-flow", "--out", str(out), "--quiet", "--threads", "1"]) == 0
+    return str(out / "test-flow")
+
+
+def test_a_flow_checkpoint_records_no_schedule_and_loads_as_a_velocity_model(flow_checkpoint):
+    checkpoint = load_checkpoint(flow_checkpoint, device="cpu")
+    assert isinstance(checkpoint.model, FlowVelocity) and checkpoint.schedule is None
+    assert (
+        checkpoint.info["model"]["kind"] == "flow"
+        and checkpoint.info["train_config"]["flow_time"] == "logit_normal"
+    )
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "midpoint"])
+@pytest.mark.parametrize("guidance", [None, 2.0])
+def test_evaluate_runs_a_flow_model_with_the_sampler_names_of_every_kind(flow_checkpoint, capsys, sampler,
+                                                                         guidance):  # fmt: skip
+    extra = [] if guidance is None else ["--guidance", str(guidance)]
+    argv = ["evaluate", "--checkpoint", flow_checkpoint, "--sampler", sampler, "--steps", "3", "--n", "10"]
+    assert main([*argv, "--json", "--quiet", *extra]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["nfe"] == FLOW_SAMPLERS[sampler].nfe(3) * (1 if guidance is None else 2)
+    assert 0.0 <= record["label_accuracy_low"] <= record["label_accuracy"] <= record["label_accuracy_high"]
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "midpoint"])
+def test_the_same_names_run_an_eps_model(sampler):
+    checkpoint = load_checkpoint("mnist-cond", device="cpu")
+    counter = EvalCounter(checkpoint.model)
+    generate_samples(checkpoint, sampler, 2, n=2, eps_model=counter)
+    assert counter.rows == 2 * SAMPLERS[sampler].nfe(2)
+
+
+def test_flow_sampling_counts_evaluations_and_honours_shift(flow_checkpoint):
+    checkpoint = load_checkpoint(flow_checkpoint, device="cpu")
+    counter = EvalCounter(checkpoint.model)
+    a, labels = generate_samples(checkpoint, "heun", 3, n=4, eps_model=counter, guidance=2.0)
+    assert counter.rows == 2 * 4 * 5 and labels.tolist() == [0, 1, 2, 3]
+    b, _ = generate_samples(checkpoint, "heun", 3, n=4, guidance=2.0, shift=3.0)
+    x_1 = torch.randn((4, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+    c = run_flow_sampler("heun", CFG(checkpoint.model, 2.0), x_1, 3, shift=3.0, labels=labels)
+    assert torch.allclose(b, c, atol=1e-6) and not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--sampler", "ddim"], r"sampler='ddim'.*known flow samplers \(for a flow model\) are euler, heun"),
+        (["--sampler", "euler", "--eta", "0.5"], r"eta=0\.5.*flow model samples on the grid"),
+        (["--sampler", "euler", "--strategy", "log"], r"strategy='log'.*flow model"),
+    ],
+)
+def test_what_a_flow_model_cannot_take_is_refused_in_one_line(flow_checkpoint, tmp_path, capsys, argv, match):
+    out = str(tmp_path / "grid.png")
+    common = ["sample", "--checkpoint", flow_checkpoint, "--steps", "2", "--n", "2", "--out", out, "--quiet"]
+    assert main([*common, *argv]) == 2
+    assert re.search(match, capsys.readouterr().err)

@@ -48,6 +48,7 @@ SAMPLER_OPTIONS = [
     ("ddim", {"clip_x0": True}),
     ("euler", {}),
     ("heun", {}),
+    ("midpoint", {}),
     ("dpmpp2m", {}),
     ("unipc", {}),
     ("unipc", {"order": 1}),
