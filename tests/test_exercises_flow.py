@@ -102,6 +102,10 @@ def test_v_slips_are_named(wrong, words):
     assert_named(check_eps_to_v(wrong), words)
 
 
+def v_torch_sqrt_of_a_float(x_t, eps, ab):
+    return (eps - torch.sqrt(1 - ab) * x_t) / torch.sqrt(ab)
+
+
 @pytest.mark.parametrize(
     "wrong, words",
     [
@@ -109,7 +113,7 @@ def test_v_slips_are_named(wrong, words):
         (lambda x_t, eps, ab: v_right(x_t, eps, ab).tolist(), ["returned a list", "torch.Tensor"]),
         (lambda x_t, eps, ab: v_right(x_t, eps, ab).numpy(), ["numpy array"]),
         (lambda x_t, eps, ab: None, ["returned None", "return"]),
-        (lambda x_t, eps, ab: (eps - torch.sqrt(1 - ab) * x_t), ["raised TypeError", "Python float"]),
+        (v_torch_sqrt_of_a_float, ["raised TypeError", "alpha_bar is a Python float"]),
         (lambda x_t, eps, ab: 1.01 * v_right(x_t, eps, ab), ["largest error", "at index"]),
     ],
 )
@@ -142,7 +146,7 @@ def test_loss_not_attempted():
     assert not todo.passed and not todo.attempted
 
 
-def _loss(*, reversed_path=False, target=lambda x0, noise: noise - x0, model_t=lambda t: t, reduce=torch.mean):
+def _loss(*, reversed_path=False, target=lambda x0, n: n - x0, model_t=lambda t: t, reduce=torch.mean):
     def wrong(model, x0, noise, t):
         tt = t.view(-1, *[1] * (x0.ndim - 1))
         x_t = tt * x0 + (1 - tt) * noise if reversed_path else (1 - tt) * x0 + tt * noise
@@ -188,7 +192,7 @@ def loss_without_reshape(model, x0, noise, t):
     "wrong, words",
     [
         (loss_without_reshape, ["raised RuntimeError", "reshape it to (B, 1, …, 1)"]),
-        (lambda m, x0, n, t: (loss_right(m, x0, n, t) * 2).unsqueeze(0), ["returned shape (1,)", "expected ()"]),
+        (lambda m, x0, n, t: loss_right(m, x0, n, t).reshape(1), ["returned shape (1,)", "expected ()"]),
         (lambda m, x0, n, t: loss_right(m, x0, n, t).item(), ["returned a float", "torch.Tensor"]),
         (lambda m, x0, n, t: None, ["returned None"]),
         (lambda m, x0, n, t: 1.01 * loss_right(m, x0, n, t), ["largest error", "at index"]),

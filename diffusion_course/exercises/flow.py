@@ -1,4 +1,4 @@
-r"""Checkers for notebook 11 (flow matching): v from ε, the flow-matching loss, one Euler step of the flow ODE.
+r"""Checkers for notebook 11 (flow matching): v from ε, the flow-matching loss, an Euler step of the flow ODE.
 
 * ``check_eps_to_v(fn)``: ``fn(x_t, eps, alpha_bar) -> v``, the v-prediction target of a VP state
   (Salimans & Ho 2022), with a = √ᾱ, σ = √(1 − ᾱ) and ᾱ a Python float in (0, 1):
@@ -267,7 +267,8 @@ def check_flow_euler_step(fn) -> Feedback:
             (
                 lambda u, x, t, t_next: x + (t - t_next) * u(x, t),
                 "The step goes the wrong way: you used t − t_next, which moves x back towards the noise. "
-                "From t to t_next < t the step is h = t_next − t (negative): x_next = x + (t_next − t)·u(x, t).",
+                "From t to t_next < t the step is h = t_next − t (negative): "
+                "x_next = x + (t_next − t)·u(x, t).",
             ),
             (
                 lambda u, x, t, t_next: x + (t_next - t) * u(x, t_next),

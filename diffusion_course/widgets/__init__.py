@@ -5,6 +5,7 @@ See :mod:`diffusion_course.widgets.core` for the pattern every app follows.
 
 from .core import App, make_app
 from .eta import eta_app
+from .flow import flow_vs_vp_app
 from .forward import forward_process_app
 from .guidance import guidance_app
 from .steps import steps_app
@@ -15,6 +16,7 @@ __all__ = [
     "App",
     "BackgroundTraining",
     "eta_app",
+    "flow_vs_vp_app",
     "forward_process_app",
     "guidance_app",
     "make_app",
