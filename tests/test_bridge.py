@@ -353,3 +353,30 @@ def test_euler_starts_from_sigma_max_instead_of_the_exact_frame():
     theirs = run_diffusers_scheduler(scheduler, oracle, x_T(), steps=10)
     gap = max_diff(theirs, euler_sample(oracle, x_T(), sd, timestep_grid(1000, 10)))
     assert 1e-4 < gap < 0.05
+
+
+# --- flow matching: FlowMatchEulerDiscreteScheduler --------------------------------------------------------
+
+
+def test_flow_match_euler_is_our_flow_euler_on_the_same_grid():
+    from diffusion_course.bridge import make_flow_scheduler, run_diffusers_flow_scheduler
+    from diffusion_course.parameterizations import MixtureVelocity
+    from diffusion_course.sampling import flow_time_grid, run_flow_sampler
+
+    velocity = MixtureVelocity(toy_mixture())
+    x_1 = torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
+    ours = run_flow_sampler("euler", velocity, x_1, 10)
+    theirs, sigmas = run_diffusers_flow_scheduler(make_flow_scheduler(), velocity, x_1,
+                                                  sigmas=flow_time_grid(10)[:-1])  # fmt: skip
+    assert torch.allclose(sigmas, flow_time_grid(10), atol=1e-6)
+    assert float((ours - theirs).abs().max()) < 1e-5  # the scheduler steps in float32
+    # its own grid ends the last interior step at σ = 1/1000, not 1/10: a different discretisation
+    default, default_sigmas = run_diffusers_flow_scheduler(make_flow_scheduler(), velocity, x_1, steps=10)
+    assert math.isclose(float(default_sigmas[-2]), 0.001, rel_tol=1e-4) and float(default_sigmas[0]) == 1.0
+    assert float((ours - default).abs().max()) > 1e-2
+    ours_there = run_flow_sampler("euler", velocity, x_1, times=default_sigmas)
+    assert float((ours_there - default).abs().max()) < 1e-5
+    # the shift maps t ↦ s t / (1 + (s − 1) t), as flow_time_grid does
+    _, shifted = run_diffusers_flow_scheduler(make_flow_scheduler(shift=3.0), velocity, x_1,
+                                              sigmas=flow_time_grid(4)[:-1])  # fmt: skip
+    assert torch.allclose(shifted, flow_time_grid(4, shift=3.0), atol=1e-6)
