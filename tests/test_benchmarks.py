@@ -69,3 +69,10 @@ def test_bench_latent_prints_both_tables():
     out = run_bench("bench_latent.py", "--steps", "2", "--n", "2", "--rounds", "1", "--forward-batch", "2")
     assert "| 2 |" in out and "ratio latent / pixel" in out
     assert "| input 1×28×28 | input 4×7×7 | ratio |" in out
+
+
+def test_bench_flow_prints_the_four_samplers():
+    out = run_bench("bench_flow.py", "--n", "200")
+    assert (
+        "| Euler (flow, uniform) |" in out and "| DDIM (VP, trailing) |" in out and "midpoint (flow)" in out
+    )
