@@ -33,7 +33,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .classifier_training import classifier_accuracy, train_classifier
 from .configs import CONFIGS, get_config
 from .latent import train_autoencoder
-from .sampling.registry import SAMPLERS
+from .sampling.registry import FLOW_SAMPLERS, SAMPLERS
 from .training import NonFiniteLossError, distributed_info, train
 
 
@@ -304,7 +304,8 @@ def sampler_options() -> dict[str, tuple[type, object, list[str]]]:
 
 
 def _chosen_options(args) -> dict:
-    return {o: getattr(args, o) for o in sampler_options() if getattr(args, o) is not None}
+    chosen = {o: getattr(args, o) for o in sampler_options() if getattr(args, o) is not None}
+    return chosen if getattr(args, "shift", None) is None else {**chosen, "shift": args.shift}
 
 
 def _add_sampling_arguments(p, n_default: int) -> None:
@@ -313,7 +314,8 @@ def _add_sampling_arguments(p, n_default: int) -> None:
     p.add_argument(
         "--checkpoint", required=True, help="a shipped name (e.g. mnist-cond) or a checkpoint path"
     )
-    p.add_argument("--sampler", default="ddim", help=f"one of {', '.join(sorted(SAMPLERS))} (default ddim)")
+    p.add_argument("--sampler", default="ddim", help=f"one of {', '.join(sorted(SAMPLERS))} (default ddim); "
+                   f"a flow model takes {', '.join(sorted(FLOW_SAMPLERS))}")  # fmt: skip
     p.add_argument("--steps", type=int, default=50, help="sampling steps, 1..T (default 50)")
     for option, (kind, default, users) in sampler_options().items():
         flag = "--" + option.replace("_", "-")
@@ -323,6 +325,9 @@ def _add_sampling_arguments(p, n_default: int) -> None:
         else:
             p.add_argument(flag, dest=option, type=kind, help=what)
     p.add_argument("--strategy", default="trailing", help="timestep grid (default trailing)")
+    p.add_argument(
+        "--shift", type=float, help="flow models: time shift s, t ↦ s t / (1 + (s − 1) t) (default 1)"
+    )
     p.add_argument(
         "--guidance", type=float, help="CFG scale s in ε_u + s(ε_c − ε_u); conditional models, default 1"
     )

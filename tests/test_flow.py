@@ -325,3 +325,11 @@ def test_what_a_flow_model_cannot_take_is_refused_in_one_line(flow_checkpoint, t
     common = ["sample", "--checkpoint", flow_checkpoint, "--steps", "2", "--n", "2", "--out", out, "--quiet"]
     assert main([*common, *argv]) == 2
     assert re.search(match, capsys.readouterr().err)
+
+
+def test_shift_is_a_flag_for_flow_models_only(flow_checkpoint, tmp_path, capsys):
+    out = str(tmp_path / "grid.png")
+    common = ["sample", "--steps", "2", "--n", "2", "--out", out, "--quiet", "--shift", "3"]
+    assert main([*common, "--checkpoint", flow_checkpoint, "--sampler", "heun"]) == 0
+    assert main([*common, "--checkpoint", "mnist-cond", "--sampler", "ddim"]) == 2
+    assert re.search(r"shift=3\.0.*sampler 'ddim' takes the options", capsys.readouterr().err)
