@@ -101,6 +101,24 @@ def _distillation() -> tuple[Cell, ...]:
     return teacher + solver + students
 
 
+def _flow() -> tuple[Cell, ...]:
+    first = tuple(
+        Cell(row, f"NFE = {n}", sampler, n, checkpoint=name)
+        for row, sampler, name in (
+            ("mnist-cond, DDIM (= Euler in σ)", "ddim", "mnist-cond"),
+            ("mnist-flow, Euler", "euler", "mnist-flow"),
+        )
+        for n in FLOW_NFE
+    )
+    second = tuple(  # midpoint costs 2 evaluations per step
+        Cell(row, f"NFE = {n}", "midpoint", n // 2, checkpoint=name)
+        for row, name in (("mnist-cond, midpoint (σ)", "mnist-cond"), ("mnist-flow, midpoint", "mnist-flow"))
+        for n in FLOW_NFE[1:]
+    )
+    return first + second
+
+
+FLOW_NFE = (5, 10, 20, 50)
 DISTILLED_STEPS = (1, 2, 4, 8)  # the shipped students, mnist-distilled-S, each sampled with its own S steps
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -150,6 +168,14 @@ EXPERIMENTS: dict[str, Experiment] = {
             "against the teacher's DDIM and DPM-Solver++(2M) at the same NFE",
             _distillation(),
             notebook="12_distillation",
+        ),
+        Experiment(
+            "flow",
+            "mnist-flow (flow matching, sampled on its own ODE) against mnist-cond (ε, DDIM's ODE): the same "
+            "U-Net and training budget, first- and second-order samplers at equal NFE",
+            _flow(),
+            checkpoint="mnist-flow",
+            notebook="11_flow_matching",
         ),
         Experiment(
             "guidance",
