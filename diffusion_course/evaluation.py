@@ -33,7 +33,14 @@ from torch import nn
 
 from ._checks import check_int, fail
 from .checkpoints import Checkpoint, load_checkpoint
-from .generation import EvalCounter, generate_samples, model_device, model_num_classes, sample_shape
+from .generation import (
+    EvalCounter,
+    generate_samples,
+    is_flow_model,
+    model_device,
+    model_num_classes,
+    sample_shape,
+)
 from .metrics import sliced_w2
 from .profiles import resolve_device
 
@@ -170,7 +177,7 @@ def evaluate_checkpoint(
         "checkpoint": info.get("name"),
         "sampler": sampler,
         "steps": steps,
-        "strategy": strategy,
+        "strategy": None if is_flow_model(model) else strategy,  # a flow model walks flow_time_grid
         "eta": eta,
         "options": {k: v for k, v in options.items() if v is not None},
         "guidance": guidance,

@@ -290,6 +290,7 @@ def test_evaluate_runs_a_flow_model_with_the_sampler_names_of_every_kind(flow_ch
     assert main([*argv, "--json", "--quiet", *extra]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["nfe"] == FLOW_SAMPLERS[sampler].nfe(3) * (1 if guidance is None else 2)
+    assert record["strategy"] is None and record["sampler"] == sampler
     assert 0.0 <= record["label_accuracy_low"] <= record["label_accuracy"] <= record["label_accuracy_high"]
 
 
