@@ -169,6 +169,18 @@ register(RunConfig(
                       p_uncond=0.1, log_every=100, checkpoint_every=2000),
     expected_time="≈ 10–15 min on one GPU",
 ))  # fmt: skip
+register(RunConfig(
+    name="mnist-flow-full",
+    description="mnist-cond-full's UNet (≈6.5M params) and training as a flow-matching velocity model, "
+    "for a GPU",
+    task="diffusion",
+    model_kind="flow",
+    model_config=dict(net="unet", **UNET_FULL),
+    data="mnist-train",
+    train=TrainConfig(steps=20000, batch_size=128, lr=2e-4, warmup_steps=500, grad_clip=1.0, ema_decay=0.9995,
+                      p_uncond=0.1, log_every=100, checkpoint_every=2000),
+    expected_time="≈ 10–15 min on one GPU",
+))  # fmt: skip
 UNET_LATENT = dict(
     in_channels=4, image_size=7, base_channels=64, channel_mults=(1,), num_res_blocks=2,
     attention_resolutions=(7,), num_classes=10,
