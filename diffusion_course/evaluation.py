@@ -43,6 +43,7 @@ from .generation import (
 )
 from .metrics import sliced_w2
 from .profiles import resolve_device
+from .sampling.registry import FLOW_SAMPLERS
 
 CLASSIFIER = "mnist-classifier"
 FD_REFERENCE = "heldout"  # the MNIST split the FD compares with (fixed: FDs are comparable across runs)
@@ -177,7 +178,8 @@ def evaluate_checkpoint(
         "checkpoint": info.get("name"),
         "sampler": sampler,
         "steps": steps,
-        "strategy": None if is_flow_model(model) else strategy,  # a flow model walks flow_time_grid
+        # a flow sampler walks flow_time_grid, not a timestep strategy
+        "strategy": None if is_flow_model(model) and sampler in FLOW_SAMPLERS else strategy,
         "eta": eta,
         "options": {k: v for k, v in options.items() if v is not None},
         "guidance": guidance,

@@ -22,11 +22,15 @@ from torch import nn
 
 from ._checks import check_float, check_int, check_labels, fail
 from .checkpoints import Checkpoint
+from .models.flow import FlowAsEps
 from .profiles import resolve_device
 from .sampling.flow import run_flow_sampler
 from .sampling.guidance import CFG
-from .sampling.registry import get_sampler, run_sampler
+from .sampling.registry import FLOW_SAMPLERS, get_sampler, run_sampler
 from .sampling.timesteps import STRATEGIES
+from .schedules import flow_matching_schedule
+
+FLOW_CHAIN_T = 1000  # the steps of the VP chain on which the VP samplers run a flow model
 
 
 class EvalCounter:
@@ -152,20 +156,27 @@ def generate_samples(
 
     A flow model (``FlowVelocity``) has no schedule: ``sampler`` names a flow sampler (euler, heun, midpoint;
     ``FLOW_SAMPLERS``) run for ``steps`` steps of ``flow_time_grid`` from x_1 ~ N(0, I), with the option
-    ``shift`` (default 1); guidance is u = u_∅ + s(u_c − u_∅).
+    ``shift`` (default 1); guidance is u = u_∅ + s(u_c − u_∅). Any other sampler runs the flow model as an
+    ε-model (``FlowAsEps``) on its own VP chain, ``flow_matching_schedule(1000)``, with eta and strategy as
+    for any ε-model.
     """
     if not isinstance(checkpoint, Checkpoint):
         fail("checkpoint", type(checkpoint).__name__, "expected a Checkpoint from load_checkpoint")
     n = check_int("n", n, low=1)
     seed = check_int("seed", seed, low=0)
     schedule = checkpoint.schedule
-    if is_flow_model(checkpoint.model):
+    on_flow_ode = is_flow_model(checkpoint.model) and sampler in FLOW_SAMPLERS
+    if on_flow_ode:
         if eta is not None or strategy != "trailing":
             name, value = ("eta", eta) if eta is not None else ("strategy", strategy)
-            fail(name, value, "a flow model samples on the grid 1 → 0 of flow_time_grid (option: shift)")
+            fail(name, value, f"the flow sampler {sampler!r} walks flow_time_grid (its option: shift); the "
+                 "VP samplers (ddim, …) take eta and strategy on a flow model too")  # fmt: skip
         shift = check_float("shift", options.pop("shift", 1.0), low=0.0, low_open=True)
         get_sampler(sampler, path="flow").check_options(options)
         check_int("steps", steps, low=1)
+    elif is_flow_model(checkpoint.model):  # a VP sampler on the flow's own VP chain (FlowAsEps)
+        schedule = flow_matching_schedule(FLOW_CHAIN_T)
+        check_sampling_options(sampler, steps, schedule.T, eta, strategy, **options)
     elif schedule is None:
         fail(
             "checkpoint",
@@ -176,13 +187,14 @@ def generate_samples(
         check_sampling_options(sampler, steps, schedule.T, eta, strategy, **options)
     shape = sample_shape(checkpoint.info)
     model = checkpoint.model if eps_model is None else eps_model
-    guided = guided_model(model, guidance)
+    as_sampled = FlowAsEps(model, schedule) if is_flow_model(checkpoint.model) and not on_flow_ode else model
+    guided = guided_model(as_sampled, guidance)
     labels = sample_labels(model, n, labels)
     device = model_device(model) if device is None else resolve_device(device)
 
     generator = torch.Generator().manual_seed(seed)
     x_T = torch.randn((n, *shape), generator=generator).to(device)
-    if is_flow_model(checkpoint.model):
+    if on_flow_ode:
         flow_labels = None if labels is None else labels.to(device)
         out = run_flow_sampler(sampler, guided, x_T, steps, labels=flow_labels, shift=shift,
                                generator=generator, progress=progress)  # fmt: skip

@@ -185,6 +185,19 @@ def scaled_linear_schedule(
     return NoiseSchedule(betas, name="scaled_linear")
 
 
+def flow_matching_schedule(T: int = 1000) -> NoiseSchedule:
+    """The VP chain of the straight path x_t = (1 − t) x₀ + t ε at t_k = (k + 1)/(T + 1), k = 0..T−1:
+    ᾱ_k = (1 − t_k)² / ((1 − t_k)² + t_k²), the signal-to-noise ratio of x_t (a VP state at ᾱ is the flow
+    state at t = σ/(a + σ) scaled by a + σ). It lets the VP samplers run a flow model through
+    ``models.FlowAsEps``; t stops short of 1, where ᾱ = 0 and x̂₀ from ε is undefined (ᾱ_{T−1} ≈ 1e-6 for
+    T = 1000)."""
+    T = check_int("T", T, low=1)
+    t = torch.arange(1, T + 1, dtype=torch.float64) / (T + 1)
+    alpha_bar = (1 - t) ** 2 / ((1 - t) ** 2 + t**2)
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+    return NoiseSchedule(1.0 - alpha_bar / previous, name="flow")
+
+
 def make_schedule(name: str = "linear", T: int = 1000, zero_terminal_snr: bool = False) -> NoiseSchedule:
     """A schedule by name: ``linear``, ``cosine`` or ``scaled_linear`` (optionally rescaled to zero SNR)."""
     builders = {"linear": linear_schedule, "cosine": cosine_schedule, "scaled_linear": scaled_linear_schedule}

@@ -11,6 +11,7 @@ from diffusion_course.checkpoints import load_checkpoint
 from diffusion_course.cli import main
 from diffusion_course.generation import EvalCounter, generate_samples
 from diffusion_course.models import FlowVelocity, build_model
+from diffusion_course.models.flow import FlowAsEps
 from diffusion_course.oracle import GaussianMixture, GaussianMixtureOracle, toy_mixture
 from diffusion_course.parameterizations import (
     MixtureVelocity,
@@ -19,7 +20,7 @@ from diffusion_course.parameterizations import (
 )
 from diffusion_course.sampling import CFG, flow_time_grid, run_flow_sampler, run_sampler, timestep_grid
 from diffusion_course.sampling.registry import FLOW_SAMPLERS, SAMPLERS, get_sampler
-from diffusion_course.schedules import make_schedule
+from diffusion_course.schedules import flow_matching_schedule, make_schedule
 from diffusion_course.training import (
     TrainConfig,
     diffusion_loss,
@@ -316,9 +317,10 @@ def test_flow_sampling_counts_evaluations_and_honours_shift(flow_checkpoint):
 @pytest.mark.parametrize(
     "argv, match",
     [
-        (["--sampler", "ddim"], r"sampler='ddim'.*known flow samplers \(for a flow model\) are euler, heun"),
-        (["--sampler", "euler", "--eta", "0.5"], r"eta=0\.5.*flow model samples on the grid"),
-        (["--sampler", "euler", "--strategy", "log"], r"strategy='log'.*flow model"),
+        (["--sampler", "euler", "--eta", "0.5"], r"eta=0\.5.*flow sampler 'euler' walks flow_time_grid"),
+        (["--sampler", "heun", "--strategy", "log"], r"strategy='log'.*flow sampler 'heun'"),
+        (["--sampler", "ddim", "--shift", "2"], r"shift=2\.0.*sampler 'ddim' takes the options"),
+        (["--sampler", "ddpm", "--steps", "1001"], r"steps=1001.*1\.\.1000"),
     ],
 )
 def test_what_a_flow_model_cannot_take_is_refused_in_one_line(flow_checkpoint, tmp_path, capsys, argv, match):
@@ -326,6 +328,49 @@ def test_what_a_flow_model_cannot_take_is_refused_in_one_line(flow_checkpoint, t
     common = ["sample", "--checkpoint", flow_checkpoint, "--steps", "2", "--n", "2", "--out", out, "--quiet"]
     assert main([*common, *argv]) == 2
     assert re.search(match, capsys.readouterr().err)
+
+
+# --- the VP samplers on a flow model: its own VP chain -----------------------------------------------------
+
+
+def test_the_flow_chain_has_the_straight_paths_signal_to_noise_ratio():
+    schedule = flow_matching_schedule(1000)
+    t = torch.arange(1, 1001, dtype=torch.float64) / 1001
+    assert schedule.T == 1000 and schedule.name == "flow"
+    assert torch.allclose(schedule.alpha_bar, (1 - t) ** 2 / ((1 - t) ** 2 + t**2), rtol=1e-12)
+    assert torch.allclose(flow_time_from_alpha_bar(schedule.alpha_bar), t, atol=1e-12)
+
+
+@pytest.mark.parametrize("t", [0, 400, 999])
+def test_flow_as_eps_of_the_exact_velocity_is_the_exact_eps(t):
+    schedule = flow_matching_schedule(1000)
+    x = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(t))
+    steps = torch.full((64,), t, dtype=torch.long)
+    exact = GaussianMixtureOracle(toy_mixture(), schedule)(x, steps)
+    assert torch.allclose(FlowAsEps(MixtureVelocity(toy_mixture()), schedule)(x, steps), exact, atol=1e-12)
+    with pytest.raises(ValueError, match="integer timestep indices"):
+        FlowAsEps(MixtureVelocity(toy_mixture()), schedule)(x, torch.full((64,), 0.5))
+
+
+@pytest.mark.parametrize("sampler", sorted(set(SAMPLERS) - set(FLOW_SAMPLERS)))
+def test_every_vp_sampler_runs_a_flow_model_with_its_declared_nfe(flow_checkpoint, sampler):
+    checkpoint = load_checkpoint(flow_checkpoint, device="cpu")
+    for guidance, factor in ((None, 1), (2.0, 2)):
+        counter = EvalCounter(checkpoint.model)
+        out, _ = generate_samples(checkpoint, sampler, 3, n=2, guidance=guidance, eps_model=counter)
+        assert counter.rows == 2 * factor * SAMPLERS[sampler].nfe(3) and torch.isfinite(out).all()
+
+
+def test_ddim_on_a_flow_model_is_its_euler_on_the_mapped_grid(flow_checkpoint):
+    checkpoint = load_checkpoint(flow_checkpoint, device="cpu")
+    ddim, labels = generate_samples(checkpoint, "ddim", 6, n=4, seed=3, eta=0.0)
+    x_T = torch.randn((4, 1, 28, 28), generator=torch.Generator().manual_seed(3))
+    schedule = flow_matching_schedule(1000)
+    ab = schedule.alpha_bar[timestep_grid(1000, 6)]
+    times = torch.cat([flow_time_from_alpha_bar(ab), torch.zeros(1, dtype=torch.float64)])
+    start = x_T / float(ab[0].sqrt() + (1 - ab[0]).sqrt())
+    euler = run_flow_sampler("euler", checkpoint.model, start, times=times, labels=labels)
+    assert float((ddim - euler).abs().max()) < 1e-4
 
 
 def test_shift_is_a_flag_for_flow_models_only(flow_checkpoint, tmp_path, capsys):

@@ -46,6 +46,40 @@ class FlowVelocity(nn.Module):
         return self.net(x, time, labels) if labels is not None else self.net(x, time)
 
 
+class FlowAsEps:
+    """A velocity model presented as an ε-model on a discrete VP ``schedule`` (``flow_matching_schedule``), so
+    every VP sampler (DDIM, DPM-Solver++, UniPC, the SDE samplers, …) and guidance run on a flow model:
+
+        x_lin = x / (a + σ),   t = σ / (a + σ),   u = flow(x_lin, t, y),   ε = x_lin + (1 − t) u
+
+    with a = √ᾱ_t, σ = √(1 − ᾱ_t) (``parameterizations.vp_to_flow`` and ``flow_eps_from_velocity``). The same
+    (x̂₀, ε) pair underlies both, so DDIM η = 0 through this wrapper is the flow's Euler on the mapped grid.
+    """
+
+    def __init__(self, flow, schedule):
+        self.flow, self.schedule = flow, schedule
+        self.num_classes = getattr(flow, "num_classes", None)
+        ab = schedule.alpha_bar
+        if float(ab.min()) <= 0.0:
+            fail("schedule", schedule.name, "needs ᾱ_t > 0 at every t (x̂₀ is undefined at pure noise)")
+        a, s = ab.sqrt(), (1.0 - ab).sqrt()
+        self._scale, self._time = (a + s), s / (a + s)  # float64, per timestep
+
+    def __call__(self, x: torch.Tensor, t, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor) or t.is_floating_point():
+            fail("t", t, "expected integer timestep indices of the VP schedule (a LongTensor (B,))")
+        t = t.to("cpu").long().expand(x.shape[0])
+        shape = (-1, *([1] * (x.ndim - 1)))
+        scale = self._scale[t].to(device=x.device, dtype=x.dtype).reshape(shape)
+        time = self._time[t].to(device=x.device, dtype=x.dtype)
+        x_lin = x / scale
+        u = self.flow(x_lin, time) if labels is None else self.flow(x_lin, time, labels=labels)
+        return x_lin + (1.0 - time.reshape(shape)) * u
+
+    def __repr__(self) -> str:
+        return f"FlowAsEps({type(self.flow).__name__}, schedule={self.schedule.name!r}, T={self.schedule.T})"
+
+
 def is_velocity_model(model) -> bool:
     """Whether ``model``, or the model inside its wrappers (``.model``: CFG, EvalCounter), is a velocity
     model called with real times (``velocity_model = True``), not an ε-model called with timestep indices."""
@@ -74,4 +108,4 @@ def flow_times(t, batch: int, device=None) -> torch.Tensor:
     return t
 
 
-__all__ = ["FlowVelocity", "flow_times", "is_velocity_model"]
+__all__ = ["FlowAsEps", "FlowVelocity", "flow_times", "is_velocity_model"]
