@@ -21,8 +21,8 @@
 # and checked against the marginal on the exact mixture; ε, x̂₀, v, the score and the velocity as one set of
 # conversions; DDIM η = 0 as Euler on the reparametrised flow ODE, to float precision; straight and curved
 # paths and the sampler error they cost, with intervals; the shipped `mnist-flow` against `mnist-cond` at
-# 5–50 NFE; diffusers' `FlowMatchEulerDiscreteScheduler` driving our model; the reverse SDE and Langevin
-# correction; a slider; three exercises.
+# 5–50 NFE, and the VP samplers on the flow model; diffusers' `FlowMatchEulerDiscreteScheduler` driving our
+# model; the reverse SDE and Langevin correction; a slider; three exercises.
 
 # %% [markdown]
 # > **Conventions (the same in every notebook).** Formulas use the paper's time: $x_0$ is the clean image and
@@ -60,7 +60,7 @@ from diffusion_course.parameterizations import (
 )
 from diffusion_course.reference_results import estimate, format_table, load_results
 from diffusion_course.sampling import flow_time_grid, run_flow_sampler, run_sampler, timestep_grid
-from diffusion_course.schedules import linear_schedule
+from diffusion_course.schedules import flow_matching_schedule, linear_schedule
 from diffusion_course.scoring import SlicedW2Reference, compare
 from diffusion_course.training import flow_time_samples
 
@@ -467,6 +467,26 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# The VP samplers run a flow model too: `generate_samples(flow_ckpt, "ddim", 10)` presents it as an ε-model
+# on its own VP chain (`FlowAsEps` on `flow_matching_schedule`: ᾱ of the straight path at 1000 times, and
+# ε = x_lin + (1 − t) u). Section 4's identity then holds for the network as well as for the oracle: DDIM-10
+# on `mnist-flow` against its flow Euler on the mapped grid, from the same x_T:
+
+# %%
+ddim_on_flow, digits = generate_samples(flow_ckpt, "ddim", 10, n=10, seed=1, eta=0.0)
+chain = flow_matching_schedule(1000)
+ab_10 = chain.alpha_bar[timestep_grid(1000, 10)]
+times_10 = torch.cat([flow_time_from_alpha_bar(ab_10), torch.zeros(1, dtype=torch.float64)])
+x_T_10 = torch.randn((10, 1, 28, 28), generator=torch.Generator().manual_seed(1))
+start_10 = (x_T_10 / float(ab_10[0].sqrt() + (1 - ab_10[0]).sqrt())).to(P.device)
+euler_mapped = run_flow_sampler("euler", flow_ckpt.model, start_10, times=times_10, labels=digits.to(P.device))
+gap_mnist = float((ddim_on_flow - euler_mapped.cpu()).abs().max())
+print(f"max |DDIM-10 on mnist-flow − its Euler on the mapped grid| = {gap_mnist:.1e} (pixels in [−1, 1])")
+
+# %%
+assert gap_mnist < 1e-3
+
+# %% [markdown]
 # The comparison that needs many samples comes from shipped reference results (n = 500 per cell, label
 # accuracy from the course classifier and KID, both with 95 % intervals; the command that made them is printed
 # first). The same U-Net and training budget; each model sampled on its own ODE, first order (DDIM = Euler in
@@ -537,20 +557,22 @@ if HAVE_DIFFUSERS:
     on_default_gap = float((ours_on_default - theirs_default).abs().max())
     print("diffusers' default σ grid, 10 steps:", [round(v, 3) for v in default_sigmas.tolist()])
     print(f"max |ours − diffusers| on our grid:              {same_grid_gap:.1e}")
+    default_mean_gap = float((ours - theirs_default).abs().mean())
     print(f"max |ours − diffusers| with diffusers' own grid: {default_gap:.1e}  (pixels in [−1, 1]; "
-          f"mean {float((ours - theirs_default).abs().mean()):.1e})")
+          f"mean {default_mean_gap:.1e})")
     print(f"max |ours on diffusers' grid − diffusers|:       {on_default_gap:.1e}")
 
 # %%
 if HAVE_DIFFUSERS:
     assert same_grid_gap < 1e-4 and on_default_gap < 1e-4
-    assert default_gap > 100 * same_grid_gap
+    assert default_gap > 100 * same_grid_gap and default_gap > 0.3 and default_mean_gap < 0.05
 
 # %% [markdown]
 # On the same grid the two agree to float32 rounding (the scheduler steps in float32). The default grid ends
 # its last interior step at σ = 0.001 instead of 0.1, a different discretisation of the same ODE: the two
 # 10-step answers differ by the amount printed above, and our sampler on diffusers' grid matches diffusers
-# again.
+# again. The grids moved a few pixels a lot and most pixels little: the largest difference is of the order
+# of the pixel range, the mean below 0.05 (asserted).
 #
 # ## 8. The score/SDE view: why a stochastic sampler forgives
 #
