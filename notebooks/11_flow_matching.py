@@ -640,7 +640,8 @@ for name in ("DDIM, η = 1", "reverse SDE", "predictor–corrector"):
 #   10 NFE, with separate intervals, while sliced W2 at n = 2000 could not separate them.
 # * In the shipped results, `mnist-flow` (same U-Net and training budget as `mnist-cond`) reached label
 #   accuracy ≥ 0.90 at 10 Euler steps and beat `mnist-cond`'s DDIM on label accuracy at 5–50 NFE; KID could not
-#   separate them. diffusers' `FlowMatchEulerDiscreteScheduler` reproduced our Euler sampler on the same grid
-#   to float32 rounding; its own grid gives a different answer.
+#   separate them. DDIM-10 on `mnist-flow`, through its own VP chain, matched its Euler on the mapped grid to
+#   1e-3. diffusers' `FlowMatchEulerDiscreteScheduler` reproduced our Euler sampler on the same grid to
+#   float32 rounding; its own grid gives a different answer.
 # * With a 20 % error in ε, DDIM η = 0 carried the error to the end while DDIM η = 1, the reverse SDE and the
 #   predictor–corrector stayed close to the data: noise at every step lets later steps correct.
