@@ -118,7 +118,22 @@ def check_sampler_inputs(x_T, schedule, ts, name: str = "timesteps") -> tuple[to
     return x_T, ts
 
 
-class Loop:
+class Recorder:
+    """What every sampler loop does with its states: keep the trajectory when asked for, return the result.
+    A subclass sets ``self.trajectory`` (a :class:`Trajectory`, or None when none was asked for)."""
+
+    trajectory: Trajectory | None = None
+
+    def record(self, x: torch.Tensor, x0_pred: torch.Tensor) -> None:
+        if self.trajectory is not None:
+            self.trajectory.xs.append(x)
+            self.trajectory.x0_preds.append(x0_pred)
+
+    def result(self, x: torch.Tensor):
+        return (x, self.trajectory) if self.trajectory is not None else x
+
+
+class Loop(Recorder):
     """The part of a sampler that is not its update: inputs checked once, the walk, ε, the trajectory.
 
     Iterating yields ``steps``, the tuples ``(i, t, t_prev, ᾱ_t, ᾱ_prev)`` over the descending grid (ascending
@@ -144,14 +159,6 @@ class Loop:
     def eps(self, x: torch.Tensor, t: int, i: int) -> torch.Tensor:
         """ε = eps_model(x, t) for step ``i`` (see :func:`call_eps_model`)."""
         return call_eps_model(self.eps_model, x, t, labels=self.labels, step=i)
-
-    def record(self, x: torch.Tensor, x0_pred: torch.Tensor) -> None:
-        if self.trajectory is not None:
-            self.trajectory.xs.append(x)
-            self.trajectory.x0_preds.append(x0_pred)
-
-    def result(self, x: torch.Tensor):
-        return (x, self.trajectory) if self.trajectory is not None else x
 
 
 def progress_bar(iterable, enabled: bool, desc: str):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_float, check_image_batch, check_int, fail
-from .common import NonFiniteError, Trajectory, model_labels, progress_bar
+from .common import NonFiniteError, Recorder, Trajectory, model_labels, progress_bar
 from .registry import get_sampler, sampler
 
 
@@ -48,7 +48,7 @@ def check_flow_times(times) -> torch.Tensor:
     return times
 
 
-class FlowLoop:
+class FlowLoop(Recorder):
     """What a flow sampler shares with the others: inputs checked, the walk over (i, t, t_next) and the
     guarded velocity call, the trajectory."""
 
@@ -76,14 +76,6 @@ class FlowLoop:
         if not torch.isfinite(u).all():
             raise NonFiniteError(f"the velocity model returned non-finite values at step {i} (t={t:.4g})")
         return u.to(x.dtype)
-
-    def record(self, x: torch.Tensor, x0_pred: torch.Tensor) -> None:
-        if self.trajectory is not None:
-            self.trajectory.xs.append(x)
-            self.trajectory.x0_preds.append(x0_pred)
-
-    def result(self, x: torch.Tensor):
-        return (x, self.trajectory) if self.trajectory is not None else x
 
 
 @sampler("euler", path="flow", diffusers="FlowMatchEulerDiscreteScheduler")
