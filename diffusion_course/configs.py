@@ -152,10 +152,9 @@ register(RunConfig(
     "label dropout 0.1)",
     task="diffusion",
     model_kind="flow",
-    model_config=dict(net="unet", **UNET_QUICK),
+    model_config=dict(net="unet", **CONFIGS["mnist-cond"].model_config),
     data="mnist-train",
-    train=TrainConfig(steps=7000, batch_size=64, lr=1e-3, warmup_steps=200, grad_clip=1.0, ema_decay=0.999,
-                      p_uncond=0.1, log_every=50, checkpoint_every=500),
+    train=CONFIGS["mnist-cond"].train,  # the same run, on the flow-matching loss (flow_time's default)
     expected_time="≈ 15–60 min on 2 CPU cores (as mnist-cond), a few minutes on one GPU",
 ))  # fmt: skip
 register(RunConfig(
@@ -175,10 +174,9 @@ register(RunConfig(
     "for a GPU",
     task="diffusion",
     model_kind="flow",
-    model_config=dict(net="unet", **UNET_FULL),
+    model_config=dict(net="unet", **CONFIGS["mnist-cond-full"].model_config),
     data="mnist-train",
-    train=TrainConfig(steps=20000, batch_size=128, lr=2e-4, warmup_steps=500, grad_clip=1.0, ema_decay=0.9995,
-                      p_uncond=0.1, log_every=100, checkpoint_every=2000),
+    train=CONFIGS["mnist-cond-full"].train,
     expected_time="≈ 10–15 min on one GPU",
 ))  # fmt: skip
 UNET_LATENT = dict(
@@ -260,10 +258,10 @@ register(RunConfig(
     description="toy2d's MLP as a flow-matching velocity model on the 2-D mixture (logit-normal t)",
     task="diffusion",
     model_kind="flow",
-    model_config=dict(net="mlp", dim=2, hidden=128, depth=3, time_dim=32),
+    model_config=dict(net="mlp", **CONFIGS["toy2d"].model_config),
     data="toy-mixture",
     data_size=20000,
-    train=TrainConfig(steps=5000, batch_size=256, lr=1e-3, warmup_steps=100, ema_decay=0.999, log_every=100),
+    train=CONFIGS["toy2d"].train,
     expected_time="≈ 1 min on 2 CPU cores",
 ))  # fmt: skip
 register(RunConfig(
