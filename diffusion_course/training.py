@@ -198,9 +198,9 @@ def flow_matching_loss(
     The target ε − x₀ is the velocity of one path from x₀ to ε; its minimiser is their average over the
     paths through x_t, the marginal velocity E[ε − x₀ | x_t], which is what the sampler integrates.
     t is drawn from ``flow_time``: by default the logit-normal sigmoid(N(0, 1)) of Stable Diffusion 3
-    (Esser et al. 2024), which puts most of the training on middle times, where the target depends most on
-    x₀ and the velocity is hardest; near t = 0 (u ≈ ε − x_t) and t = 1 (u ≈ x_t − E[x₀]) it is nearly
-    given. ``"uniform"`` draws t ~ U(0, 1).
+    (Esser et al. 2024), which puts most of the training on middle times, where the best velocity depends
+    most on which x₀ is likely; at the ends it is simple: u* = −x_t at t = 0 and x_t − E[x₀] at t = 1.
+    ``"uniform"`` draws t ~ U(0, 1).
     """
     check_image_batch("x0", x0)
     p_uncond = check_float("p_uncond", p_uncond, low=0.0, high=1.0)

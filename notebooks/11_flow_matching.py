@@ -172,10 +172,11 @@ assert gap_mean - gap_half > 0
 # each point): a flow model's training loss says nothing absolute about its quality, only its decrease does.
 #
 # **Which t to train on.** `flow_matching_loss` draws t from the **logit-normal** distribution,
-# t = sigmoid(n) with n ~ N(0, 1), which Esser et al. (2024) found best among the samplers of t they compared
-# for SD3: it spends most updates on middle times. Near t = 1 the best velocity is nearly
-# $x_t - \mathbb E[x_0]$ and near t = 0 nearly $\varepsilon$-like noise around the data; the hard part, where
-# the target depends most on which $x_0$ is likely, is in between. `uniform` is the other option
+# t = sigmoid(n) with n ~ N(0, 1), the sampler of t that Esser et al. (2024) chose for SD3 after comparing
+# several: it spends most updates on middle times. At the two ends the best velocity is simple: at t = 1,
+# $u^* = x - \mathbb E[x_0]$ (pure noise says nothing about which $x_0$), and at t = 0, $u^* = -x$ (ε is
+# independent of $x_0 = x$); the hard part, where the target depends most on which $x_0$ is likely, is in
+# between. `uniform` is the other option
 # (`TrainConfig(flow_time="uniform")`). The two densities:
 
 # %%
