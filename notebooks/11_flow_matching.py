@@ -305,9 +305,9 @@ print("a flow sampler's uniform grid:          ", [round(v, 3) for v in flow_tim
 assert max(step_gaps) < 1e-6 and final_gap < 1e-6
 
 # %% [markdown]
-# The trajectories agree to within 1e-6 (float64 rounding, magnified by x̂₀'s division by √ᾱ ≈ 0.006 at the
-# first step). The two grids differ: DDIM-10 on the linear schedule starts at
-# t ≈ 0.994, not 1, and crowds its steps at large t, while the flow sampler spaces them evenly in t.
+# The trajectories agree to within 1e-6 (asserted; the printed maximum is this run's). The two grids
+# differ: DDIM-10 on the linear schedule starts at t ≈ 0.994, not 1, and crowds its steps at large t,
+# while the flow sampler spaces them evenly in t.
 #
 # ## 5. Straight and curved paths, and what they cost a sampler
 #
@@ -386,8 +386,8 @@ assert all(error_table[name, 5][0] > error_table[name, 50][0] for name in ("DDIM
 # %% [markdown]
 # At 10 NFE flow Euler's endpoints were closer to its exact ODE than DDIM's to its own, with intervals that
 # separate (the assert above). Section 4 says where the gap comes from: Euler on the flow ODE *on DDIM's grid*
-# is DDIM, step for step, so the two first-order samplers differ only in the times they visit. Spacing the
-# steps evenly in t suits the straight path.
+# is DDIM, step for step, so the two first-order samplers differ only in the times they visit. On this
+# mixture, steps spaced evenly in t did better than DDIM's trailing grid mapped to t.
 #
 # The endpoint error compares each sampler with its own exact map. Against the data distribution itself,
 # the sliced W2 distance (mean over 5 reference draws of the mixture, with its 95 % interval) asks a
@@ -619,12 +619,14 @@ for name in ("DDIM, η = 1", "reverse SDE", "predictor–corrector"):
 
 # %% [markdown]
 # With the exact ε every sampler lands near the data. With the shrunken ε, deterministic DDIM carries the
-# error to the end, and its sliced W2 grew more than fivefold (the assert; the table gives this run's values); the three stochastic samplers stayed
-# far closer, with intervals that separate from DDIM's (the assert). Fresh noise at every step lets later
-# steps correct what earlier ones got wrong; an ODE has no such mechanism. This is the other side of
+# error to the end, and its sliced W2 grew more than fivefold (asserted; the table gives this run's
+# values); the three stochastic samplers stayed far closer, with intervals that separate from DDIM's (the
+# assert). Fresh noise at every step lets later steps correct what earlier ones got wrong; an ODE has no
+# such mechanism. This is the other side of
 # notebook 05's η finding: with the exact ε, η = 0 beat η = 1 at 5 and 10 steps, while on the trained
-# `mnist-cond` the one separated η difference was label accuracy at 10 steps, η = 1 above η = 0. Where the
-# model is exact, noise only costs; where it is wrong, noise can repair.
+# `mnist-cond` the one separated η difference was label accuracy at 10 steps, η = 1 above η = 0. With an
+# exact model, noise cost accuracy at few steps (notebook 05); with a wrong one, it repaired much of the
+# error (here).
 
 # %% [markdown]
 # ## Summary
@@ -633,7 +635,7 @@ for name in ("DDIM, η = 1", "reverse SDE", "predictor–corrector"):
 #   velocity E[ε − x₀ | x_t]. On the exact mixture, shifting u* by δ raised the conditional loss by ‖δ‖²
 #   within its interval, and the loss of the exact u* itself was far from zero.
 # * ε, x̂₀, v, the score and the flow velocity are one prediction in different coordinates: converted from
-#   the VP oracle's ε they matched the exact velocity and score to 1e-13.
+#   the VP oracle's ε they matched the exact velocity and score to better than 1e-8.
 # * DDIM η = 0 is Euler on the reparametrised flow ODE: the two trajectories agreed to 1e-6 step for step; the
 #   two samplers differ only in the times they visit.
 # * The mixture's marginal flow trajectories were *not* straighter than the VP ones (length / chord about 2.2
@@ -645,4 +647,4 @@ for name in ("DDIM, η = 1", "reverse SDE", "predictor–corrector"):
 #   1e-3. diffusers' `FlowMatchEulerDiscreteScheduler` reproduced our Euler sampler on the same grid to
 #   float32 rounding; its own grid gives a different answer.
 # * With a 20 % error in ε, DDIM η = 0 carried the error to the end while DDIM η = 1, the reverse SDE and the
-#   predictor–corrector stayed close to the data: noise at every step lets later steps correct.
+#   predictor–corrector stayed far closer to the data: noise at every step lets later steps correct.
