@@ -115,7 +115,15 @@ def _flow() -> tuple[Cell, ...]:
         for row, name in (("mnist-cond, midpoint (σ)", "mnist-cond"), ("mnist-flow, midpoint", "mnist-flow"))
         for n in FLOW_NFE[1:]
     )
-    return first + second
+    seeds = tuple(  # the same two runs with training seed 1: does the ranking survive a new training draw?
+        Cell(row, f"NFE = {n}", sampler, n, checkpoint=name)
+        for row, sampler, name in (
+            ("mnist-cond seed 1, DDIM", "ddim", "mnist-cond-seed1"),
+            ("mnist-flow seed 1, Euler", "euler", "mnist-flow-seed1"),
+        )
+        for n in FLOW_NFE
+    )
+    return first + second + seeds
 
 
 FLOW_NFE = (5, 10, 20, 50)
@@ -172,7 +180,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment(
             "flow",
             "mnist-flow (flow matching, sampled on its own ODE) against mnist-cond (ε, DDIM's ODE): the same "
-            "U-Net and training budget, first- and second-order samplers at equal NFE",
+            "U-Net and training budget, first- and second-order samplers at equal NFE, and both runs again "
+            "with training seed 1",
             _flow(),
             checkpoint="mnist-flow",
             notebook="11_flow_matching",
