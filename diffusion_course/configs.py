@@ -247,10 +247,10 @@ register(RunConfig(
     description="toy2d's MLP predicting v instead of ε (VPrediction; the trainer's loss follows the model)",
     task="diffusion",
     model_kind="v_prediction",
-    model_config=dict(net="mlp", dim=2, hidden=128, depth=3, time_dim=32),
+    model_config=dict(net="mlp", **CONFIGS["toy2d"].model_config),
     data="toy-mixture",
     data_size=20000,
-    train=TrainConfig(steps=5000, batch_size=256, lr=1e-3, warmup_steps=100, ema_decay=0.999, log_every=100),
+    train=CONFIGS["toy2d"].train,
     expected_time="≈ 1 min on 2 CPU cores",
 ))  # fmt: skip
 register(RunConfig(

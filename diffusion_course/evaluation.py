@@ -33,15 +33,9 @@ from torch import nn
 
 from ._checks import check_int, fail
 from .checkpoints import Checkpoint, load_checkpoint
-from .generation import (
-    EvalCounter,
-    generate_samples,
-    is_flow_model,
-    model_device,
-    model_num_classes,
-    sample_shape,
-)
+from .generation import EvalCounter, generate_samples, model_device, model_num_classes, sample_shape
 from .metrics import sliced_w2
+from .models.flow import is_velocity_model
 from .profiles import resolve_device
 from .sampling.registry import FLOW_SAMPLERS
 
@@ -179,7 +173,7 @@ def evaluate_checkpoint(
         "sampler": sampler,
         "steps": steps,
         # a flow sampler walks flow_time_grid, not a timestep strategy
-        "strategy": None if is_flow_model(model) and sampler in FLOW_SAMPLERS else strategy,
+        "strategy": None if is_velocity_model(model) and sampler in FLOW_SAMPLERS else strategy,
         "eta": eta,
         "options": {k: v for k, v in options.items() if v is not None},
         "guidance": guidance,

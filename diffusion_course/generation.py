@@ -22,7 +22,7 @@ from torch import nn
 
 from ._checks import check_float, check_int, check_labels, fail
 from .checkpoints import Checkpoint
-from .models.flow import FlowAsEps
+from .models.flow import FlowAsEps, is_velocity_model
 from .profiles import resolve_device
 from .sampling.flow import run_flow_sampler
 from .sampling.guidance import CFG
@@ -61,13 +61,6 @@ def sample_shape(info: dict) -> tuple[int, ...]:
         size = int(config.get("image_size", 28))
         return (int(config.get("in_channels", 1)), size, size)
     fail("checkpoint", info.get("name"), f"a {kind} model is not a diffusion ε-model; nothing to sample")
-
-
-def is_flow_model(model) -> bool:
-    """Whether ``model`` (or the model inside a wrapper such as :class:`EvalCounter`) is a velocity model."""
-    from .models import FlowVelocity
-
-    return isinstance(getattr(model, "model", model), FlowVelocity)
 
 
 def model_num_classes(model) -> int | None:
@@ -165,7 +158,8 @@ def generate_samples(
     n = check_int("n", n, low=1)
     seed = check_int("seed", seed, low=0)
     schedule = checkpoint.schedule
-    on_flow_ode = is_flow_model(checkpoint.model) and sampler in FLOW_SAMPLERS
+    flow_model = is_velocity_model(checkpoint.model)
+    on_flow_ode = flow_model and sampler in FLOW_SAMPLERS
     if on_flow_ode:
         if eta is not None or strategy != "trailing":
             name, value = ("eta", eta) if eta is not None else ("strategy", strategy)
@@ -174,7 +168,7 @@ def generate_samples(
         shift = check_float("shift", options.pop("shift", 1.0), low=0.0, low_open=True)
         get_sampler(sampler, path="flow").check_options(options)
         check_int("steps", steps, low=1)
-    elif is_flow_model(checkpoint.model):  # a VP sampler on the flow's own VP chain (FlowAsEps)
+    elif flow_model:  # a VP sampler on the flow's own VP chain (FlowAsEps)
         schedule = flow_matching_schedule(FLOW_CHAIN_T)
         check_sampling_options(sampler, steps, schedule.T, eta, strategy, **options)
     elif schedule is None:
@@ -187,7 +181,7 @@ def generate_samples(
         check_sampling_options(sampler, steps, schedule.T, eta, strategy, **options)
     shape = sample_shape(checkpoint.info)
     model = checkpoint.model if eps_model is None else eps_model
-    as_sampled = FlowAsEps(model, schedule) if is_flow_model(checkpoint.model) and not on_flow_ode else model
+    as_sampled = FlowAsEps(model, schedule) if flow_model and not on_flow_ode else model
     guided = guided_model(as_sampled, guidance)
     labels = sample_labels(model, n, labels)
     device = model_device(model) if device is None else resolve_device(device)
@@ -224,7 +218,6 @@ __all__ = [
     "check_sampling_options",
     "generate_samples",
     "guided_model",
-    "is_flow_model",
     "model_device",
     "model_num_classes",
     "sample_labels",

@@ -13,12 +13,18 @@ from diffusion_course.schedules import linear_schedule
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def right(eps_model, x_t, t, t_mid, t_end, alpha_bar):
+def two_step_target(eps_model, x_t, t, t_mid, t_end, alpha_bar, solve_at):
+    """Two DDIM steps to t_end, then x̃ solved from one step that is taken to land at ``solve_at``."""
     a, a_mid, a_end = alpha_bar(t), alpha_bar(t_mid), alpha_bar(t_end)
     x_mid, _ = ddim_step(x_t, eps_model(x_t, t), a, a_mid)
     x_end, _ = ddim_step(x_mid, eps_model(x_mid, t_mid), a_mid, a_end)
-    ratio = math.sqrt(1 - a_end) / math.sqrt(1 - a)
-    return (x_end - ratio * x_t) / (math.sqrt(a_end) - ratio * math.sqrt(a))
+    a_solve = alpha_bar(solve_at)
+    ratio = math.sqrt(1 - a_solve) / math.sqrt(1 - a)
+    return (x_end - ratio * x_t) / (math.sqrt(a_solve) - ratio * math.sqrt(a))
+
+
+def right(eps_model, x_t, t, t_mid, t_end, alpha_bar):
+    return two_step_target(eps_model, x_t, t, t_mid, t_end, alpha_bar, solve_at=t_end)
 
 
 def by_hand(eps_model, x_t, t, t_mid, t_end, alpha_bar):
@@ -66,11 +72,7 @@ def wrong_order(m, x, t, tm, te, ab):
 
 
 def wrong_endpoint(m, x, t, tm, te, ab):
-    a, a_mid, a_end = ab(t), ab(tm), ab(te)
-    x_mid, _ = ddim_step(x, m(x, t), a, a_mid)
-    x_end, _ = ddim_step(x_mid, m(x_mid, tm), a_mid, a_end)
-    ratio = math.sqrt(1 - a_mid) / math.sqrt(1 - a)
-    return (x_end - ratio * x) / (math.sqrt(a_mid) - ratio * math.sqrt(a))
+    return two_step_target(m, x, t, tm, te, ab, solve_at=tm)
 
 
 def eps_target(m, x, t, tm, te, ab):

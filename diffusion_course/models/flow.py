@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_image_batch, fail
+from ..parameterizations import flow_eps_from_velocity, vp_to_flow
 
 NETS = ("unet", "tiny_unet", "mlp")  # the kinds whose output can be read as a velocity
 TIME_SCALE = 1000.0  # the inner network sees 1000 t
@@ -57,24 +58,18 @@ class FlowAsEps:
     """
 
     def __init__(self, flow, schedule):
+        if float(schedule.alpha_bar.min()) <= 0.0:
+            fail("schedule", schedule.name, "needs ᾱ_t > 0 at every t (x̂₀ is undefined at pure noise)")
         self.flow, self.schedule = flow, schedule
         self.num_classes = getattr(flow, "num_classes", None)
-        ab = schedule.alpha_bar
-        if float(ab.min()) <= 0.0:
-            fail("schedule", schedule.name, "needs ᾱ_t > 0 at every t (x̂₀ is undefined at pure noise)")
-        a, s = ab.sqrt(), (1.0 - ab).sqrt()
-        self._scale, self._time = (a + s), s / (a + s)  # float64, per timestep
 
     def __call__(self, x: torch.Tensor, t, labels: torch.Tensor | None = None) -> torch.Tensor:
         if not isinstance(t, torch.Tensor) or t.is_floating_point():
             fail("t", t, "expected integer timestep indices of the VP schedule (a LongTensor (B,))")
-        t = t.to("cpu").long().expand(x.shape[0])
-        shape = (-1, *([1] * (x.ndim - 1)))
-        scale = self._scale[t].to(device=x.device, dtype=x.dtype).reshape(shape)
-        time = self._time[t].to(device=x.device, dtype=x.dtype)
-        x_lin = x / scale
+        alpha_bar = self.schedule.alpha_bar[t.to("cpu").long().expand(x.shape[0])]
+        x_lin, time = vp_to_flow(x, alpha_bar)
         u = self.flow(x_lin, time) if labels is None else self.flow(x_lin, time, labels=labels)
-        return x_lin + (1.0 - time.reshape(shape)) * u
+        return flow_eps_from_velocity(x_lin, u, time)
 
     def __repr__(self) -> str:
         return f"FlowAsEps({type(self.flow).__name__}, schedule={self.schedule.name!r}, T={self.schedule.T})"

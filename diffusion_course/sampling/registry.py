@@ -17,9 +17,9 @@ class Sampler:
 
     ``nfe_of_steps(N)`` is the number of ε-model evaluations of N steps (per guidance branch);
     ``diffusers`` names the diffusers scheduler class that implements the same method (None if none does);
-    ``summary`` is the first line of the function's docstring. ``path`` is the model kind it drives: "vp"
-    (an ε-model on a discrete schedule, in :data:`SAMPLERS`) or "flow" (a velocity model on the linear
-    path, ``fn(velocity_model, x_1, times, **options)``, in :data:`FLOW_SAMPLERS`).
+    ``summary`` is the first line of the function's docstring. The registry it stands in says what it drives:
+    :data:`SAMPLERS` an ε-model on a discrete schedule, :data:`FLOW_SAMPLERS` a velocity model on the linear
+    path, called as ``fn(velocity_model, x_1, times, **options)``.
     """
 
     name: str
@@ -27,7 +27,6 @@ class Sampler:
     options: tuple[str, ...]
     nfe_of_steps: Callable[[int], int]
     diffusers: str | None = None
-    path: str = "vp"
 
     @property
     def summary(self) -> str:
@@ -64,7 +63,7 @@ def sampler(name: str, *, options=(), nfe: Callable[[int], int] = lambda steps: 
     """Register the decorated function as sampler ``name`` of ``path`` (:class:`Sampler` has the facts)."""
 
     def register(fn: Callable) -> Callable:
-        PATHS[path][name] = Sampler(name, fn, tuple(options), nfe, diffusers, path)
+        PATHS[path][name] = Sampler(name, fn, tuple(options), nfe, diffusers)
         return fn
 
     return register
