@@ -11,7 +11,6 @@ and the second-order ones (midpoint on both). The numbers are about the samplers
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch
@@ -20,16 +19,11 @@ from diffusion_course.oracle import GaussianMixtureOracle, toy_mixture
 from diffusion_course.parameterizations import MixtureVelocity
 from diffusion_course.sampling import run_flow_sampler, run_sampler
 from diffusion_course.schedules import linear_schedule
+from diffusion_course.scoring import mean_distance
 
 from machine import describe, load_average
 
 BUDGETS = (4, 10, 20, 50)
-
-
-def endpoint_error(out: torch.Tensor, exact: torch.Tensor) -> tuple[float, float]:
-    """Mean ‖out − exact‖ over the samples and the half-width of its 95 % interval."""
-    d = (out - exact).norm(dim=1)
-    return float(d.mean()), 1.96 * float(d.std()) / math.sqrt(d.numel())
 
 
 def main(argv=None) -> int:
@@ -57,8 +51,8 @@ def main(argv=None) -> int:
     for name, (path, run) in rows.items():
         cells = []
         for b in BUDGETS:
-            mean, half = endpoint_error(run(b), exact[path])
-            cells.append(f"{mean:.4f} ± {half:.4f}")
+            error = mean_distance(run(b), exact[path])
+            cells.append(f"{error.value:.4f} ± {error.half_width:.4f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"{time.perf_counter() - started:.1f} s; load average after: {load_average()}")
     return 0

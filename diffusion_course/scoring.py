@@ -108,6 +108,19 @@ class Scores:
 # --- intervals -------------------------------------------------------------------------------------------
 
 
+def mean_distance(points: torch.Tensor, reference: torch.Tensor, name: str = "mean distance") -> Estimate:
+    """Mean ‖points_i − reference_i‖ over paired rows (e.g. one start sampled two ways) with its 95 %
+    interval, mean ± 1.96 · sd / √n over the n rows."""
+    for label, value in (("points", points), ("reference", reference)):
+        if not isinstance(value, torch.Tensor) or value.ndim < 2 or value.shape[0] < 2:
+            fail(label, value, "expected a tensor (N, …) with N ≥ 2 rows")
+    if points.shape != reference.shape:
+        fail("reference", reference, f"expected the shape of points, {tuple(points.shape)}")
+    d = (points.detach().double() - reference.detach().double().to(points.device)).flatten(1).norm(dim=1)
+    mean, half = float(d.mean()), Z95 * float(d.std()) / math.sqrt(d.numel())
+    return Estimate(name, mean, mean - half, mean + half, d.numel(), True, "mean ± 1.96 sd/√n over the rows")
+
+
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval for a proportion k/n (Wilson 1927):
 
@@ -407,6 +420,7 @@ __all__ = [
     "compare",
     "fd_interval",
     "kid",
+    "mean_distance",
     "polynomial_mmd2",
     "sliced_w2_estimate",
     "wilson_interval",

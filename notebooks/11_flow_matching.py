@@ -61,7 +61,7 @@ from diffusion_course.parameterizations import (
 from diffusion_course.reference_results import estimate, format_table, load_results
 from diffusion_course.sampling import flow_time_grid, run_flow_sampler, run_sampler, timestep_grid
 from diffusion_course.schedules import flow_matching_schedule, linear_schedule
-from diffusion_course.scoring import SlicedW2Reference, compare
+from diffusion_course.scoring import SlicedW2Reference, compare, mean_distance
 from diffusion_course.training import flow_time_samples
 
 P = get_profile()
@@ -362,26 +362,22 @@ exact_flow = run_flow_sampler("midpoint", MixtureVelocity(mixture), x_T, 400)
 exact_vp = run_sampler("midpoint", oracle, x_T, schedule, 400)
 
 
-def endpoint_error(out, exact):
-    d = (out - exact).norm(dim=1)
-    return float(d.mean()), 1.96 * float(d.std()) / math.sqrt(d.numel())
-
-
 budgets = (5, 10, 20, 50)
 error_table = {}
 for b in budgets:
-    error_table["DDIM (VP, trailing grid)", b] = endpoint_error(
+    error_table["DDIM (VP, trailing grid)", b] = mean_distance(
         run_sampler("ddim", oracle, x_T, schedule, b, eta=0.0), exact_vp)
-    error_table["Euler (flow, uniform grid)", b] = endpoint_error(
+    error_table["Euler (flow, uniform grid)", b] = mean_distance(
         run_flow_sampler("euler", MixtureVelocity(mixture), x_T, b), exact_flow)  # fmt: skip
 print(f"{'sampler':<28}" + "".join(f"{'NFE ' + str(b):>18}" for b in budgets))
 for name in ("DDIM (VP, trailing grid)", "Euler (flow, uniform grid)"):
-    print(f"{name:<28}" + "".join(f"{error_table[name, b][0]:>10.4f} ± {error_table[name, b][1]:.4f}" for b in budgets))
+    print(f"{name:<28}" + "".join(f"{error_table[name, b].value:>10.4f} ± {error_table[name, b].half_width:.4f}"
+                                  for b in budgets))  # fmt: skip
 
 # %%
 ddim10, euler10 = error_table["DDIM (VP, trailing grid)", 10], error_table["Euler (flow, uniform grid)", 10]
-assert euler10[0] + euler10[1] < ddim10[0] - ddim10[1]  # the intervals separate at 10 NFE
-assert all(error_table[name, 5][0] > error_table[name, 50][0] for name in ("DDIM (VP, trailing grid)", "Euler (flow, uniform grid)"))
+assert compare(euler10, ddim10).verdict == "A better"  # the intervals separate at 10 NFE
+assert all(error_table[name, 5].value > error_table[name, 50].value for name in ("DDIM (VP, trailing grid)", "Euler (flow, uniform grid)"))
 
 # %% [markdown]
 # At 10 NFE flow Euler's endpoints were closer to its exact ODE than DDIM's to its own, with intervals that

@@ -17,6 +17,7 @@ from diffusion_course.scoring import (
     compare,
     fd_interval,
     kid,
+    mean_distance,
     polynomial_mmd2,
     sliced_w2_estimate,
     wilson_interval,
@@ -251,3 +252,18 @@ def test_sliced_w2_reference_equals_sliced_w2_for_every_reference():
         scorer(torch.full((300, 2), float("nan")))
     with pytest.raises(ValueError, match="references"):
         SlicedW2Reference([refs[0], refs[1][:10]])
+
+
+def test_mean_distance_is_the_mean_row_distance_with_its_interval():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 3, generator=g), torch.randn(400, 3, generator=g)
+    d = (a - b).double().norm(dim=1)
+    e = mean_distance(a, b)
+    half = 1.959963984540054 * float(d.std()) / math.sqrt(400)
+    assert e.value == pytest.approx(float(d.mean())) and e.half_width == pytest.approx(half)
+    assert e.lower_is_better and e.n == 400 and mean_distance(a, a).value == 0.0
+    assert mean_distance(torch.randn(5, 1, 2, 2), torch.zeros(5, 1, 2, 2)).n == 5  # images: per-row norm
+    with pytest.raises(ValueError, match="reference=.*shape of points"):
+        mean_distance(a, b[:10])
+    with pytest.raises(ValueError, match="N ≥ 2 rows"):
+        mean_distance(a[:1], b[:1])
